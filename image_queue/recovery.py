@@ -1,0 +1,154 @@
+"""One live run per state dir, and cleaning up after a supervisor that died.
+
+The run lock is an flock on `<state>/run.lock`, held by the supervisor for the whole run: the
+kernel drops it when the process dies however it dies, so a held lock means a live run and a free
+lock with queue_state.json saying "running" means a dead one. `recover_dead_run` then kills what is
+left of that run's workers, adopts results that are complete and bound to their attempt (no second
+payment), marks the rest `orphaned` (was running) or `cancelled` (never started), writes the dead
+run's batch_result.json and marks queue_state.json "crashed".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from image_queue.batch import iso, write_batch_result
+from image_queue.errors import RunLockedError, StateError
+from image_queue.status import Status
+from image_queue.store import Store, pid_alive, read_json
+
+
+@contextmanager
+def run_lock(store: Store, *, blocking: bool = False) -> Iterator[None]:
+    """Hold the state dir's run lock; RunLockedError naming the live run's pid and start time."""
+    try:
+        fd = os.open(store.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StateError(f"cannot open {store.lock_path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            state = _quiet_read(store) or {}
+            raise RunLockedError(
+                f"another image_queue run is using {store.root}: run {state.get('run_id', '?')}, "
+                f"pid {state.get('pid', '?')}, started {iso(state.get('started_at')) or '?'}. "
+                "Wait for it, cancel it (`image_queue cancel --all`), or use another --state-dir.",
+                pid=state.get("pid"),
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def lock_is_held(store: Store) -> bool:
+    """True if a live run holds the lock. Never blocks and never takes the lock."""
+    try:
+        fd = os.open(store.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _quiet_read(store: Store) -> dict[str, Any] | None:
+    try:
+        return store.read_queue_state()
+    except StateError:
+        return None
+
+
+def _kill_leftover_worker(record: dict[str, Any]) -> None:
+    worker = record.get("worker") or {}
+    pid = worker.get("pid")
+    if pid and pid_alive(pid, worker.get("pid_start_time")):
+        try:
+            os.killpg(worker.get("pgid", pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def adoptable_result(store: Store, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The task's result.json if it is ok, bound to the recorded attempt, and its image exists."""
+    try:
+        result = read_json(store.task_dir(record["task_id"]) / "result.json")
+    except StateError:
+        return None
+    worker = record.get("worker") or {}
+    binding = (result or {}).get("binding") or {}
+    if not result or result.get("ok") is not True or result.get("status") != "completed":
+        return None
+    if binding.get("token") != worker.get("token") or binding.get("worker_pid") != worker.get("pid"):
+        return None
+    path = result.get("image_path")
+    if not path or not os.path.exists(path) or (result.get("bytes") and os.path.getsize(path) != result["bytes"]):
+        return None
+    return result
+
+
+def recover_dead_run(store: Store) -> dict[str, Any] | None:
+    """If the last run died without finishing, settle its tasks. Caller holds the run lock."""
+    state = _quiet_read(store)
+    if not state or state.get("state") != "running":
+        return None
+    run_id = state["run_id"]
+    now = time.time()
+    records = store.run_tasks(run_id)
+    changed = []
+    for record in records:
+        if record["status"] == Status.RUNNING.value:
+            _kill_leftover_worker(record)
+            result = adoptable_result(store, record)
+            if result is not None:
+                record.update(status=Status.COMPLETED.value, image_path=result["image_path"],
+                              attempts=result.get("attempts"), model=result.get("model"), mode=result.get("mode"),
+                              finished_at=result.get("finished_at") or now, error=None, diagnosis=None,
+                              recovered="adopted the worker's bound result after its supervisor died")
+            else:
+                record.update(status=Status.ORPHANED.value, finished_at=now,
+                              error=f"its supervisor (pid {state.get('pid')}) died while it was running",
+                              diagnosis={"category": "worker_crash", "retryable": True,
+                                         "human_reason": "The run was stopped abruptly while this image was "
+                                                         "being made; run the batch again to retry it."})
+        elif record["status"] == Status.QUEUED.value:
+            record.update(status=Status.CANCELLED.value, finished_at=now,
+                          error=f"its supervisor (pid {state.get('pid')}) died before it started",
+                          diagnosis={"category": "cancelled", "retryable": True,
+                                     "human_reason": "The run was stopped before this image was started."})
+        else:
+            continue
+        if record.get("started_at"):
+            record["elapsed_seconds"] = round(record["finished_at"] - record["started_at"], 3)
+        changed.append(record)
+    for record in changed:
+        if record.get("has_dir"):
+            store.save_task(record)
+    if changed:
+        store.index_tasks(changed)
+    run = read_json(store.run_dir(run_id) / "batch_request.json") or {"run_id": run_id, "started_at": state["started_at"]}
+    doc = write_batch_result(store, run, records, finished_at=now, outcome="crashed")
+    store.write_queue_state({**state, "state": "crashed", "finished_at": now, "running": [],
+                             "recovered_by_pid": os.getpid(), "counts": doc["summary"]})
+    return doc
+
+
+def recover_if_dead(store: Store) -> dict[str, Any] | None:
+    """For inspection commands: recover a dead run if nobody holds the lock; never wait."""
+    state = _quiet_read(store)
+    if not state or state.get("state") != "running" or lock_is_held(store):
+        return None
+    try:
+        with run_lock(store):
+            return recover_dead_run(store)
+    except (RunLockedError, StateError, OSError):
+        return None

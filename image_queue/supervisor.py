@@ -1,0 +1,374 @@
+"""The run loop: slots, worker processes, timeouts, cancel requests and signals.
+
+Event-driven: one `selectors` loop waits on each running worker's pidfd, the signal wakeup pipe
+and the nearest deadline, so the next queued task is handed to a slot the moment the slot frees.
+Each slot keeps one standby worker (started while the slot's current worker waits on the API) that
+has already paid for imports; it is still one process per task.
+
+Timeouts and cancels are enforced from outside: SIGTERM to the worker's process group, a grace
+period, then SIGKILL to the group. After any worker exits, its group is SIGKILLed so no grandchild
+survives it. A worker's result.json is accepted only if it carries the attempt's token and the
+worker's pid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from image_queue.status import Status
+from image_queue.store import Store, atomic_write_json, process_start_time, read_json
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL_SECONDS = 0.25
+WORKER_ARGV = (sys.executable, "-m", "image_queue.worker")
+EXTRA_REASONS = {
+    "timeout": "The image took longer than the task's time limit, so its worker was stopped.",
+    "worker_crash": "The worker process stopped without producing a result; see the task's stderr.txt.",
+    "cancelled": "The task was cancelled before it finished.",
+    "late_output": "A result arrived that does not belong to this attempt, so it was not trusted.",
+}
+
+EventHandler = Callable[..., None]
+
+
+@dataclass
+class Settings:
+    max_workers: int = 4
+    task_timeout_seconds: float = 600.0
+    kill_grace_seconds: float = 5.0
+    max_attempts: int = 3
+    output_dir: Path = Path("output")
+    preload: tuple[str, ...] = ()
+
+
+@dataclass
+class Attempt:
+    record: dict[str, Any]
+    proc: subprocess.Popen[bytes]
+    token: str
+    deadline: float
+    pidfd: int | None = None
+    end_reason: str | None = None  # timeout | cancel | interrupt
+    kill_at: float | None = None
+
+
+@dataclass
+class Slot:
+    index: int
+    current: Attempt | None = None
+    standby: subprocess.Popen[bytes] | None = None
+    spawned: int = 0
+
+
+@dataclass
+class Supervisor:
+    store: Store
+    run_id: str
+    queue: list[dict[str, Any]]  # records of tasks to run, in order; each has a "job" template
+    settings: Settings
+    on_event: EventHandler = lambda *a, **k: None
+    on_change: Callable[["Supervisor"], None] = lambda s: None
+    interrupted: int | None = None
+    slots: list[Slot] = field(default_factory=list)
+    _selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+    _next_cancel_poll: float = 0.0
+    _hard_kill: bool = False
+    _signals: list[int] = field(default_factory=list)
+
+    # -- public -----------------------------------------------------------------------------
+    def run(self) -> int | None:
+        """Run every queued task; return the signal number that interrupted the run, if any."""
+        self.slots = [Slot(i) for i in range(self.settings.max_workers)]
+        self.queue = list(self.queue)
+        self.queue.reverse()  # pop() from the end is O(1)
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(rfd, selectors.EVENT_READ, None)
+        old_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for slot in self.slots:
+                if self.queue:
+                    self._start(slot)
+            while any(s.current for s in self.slots):
+                self._wait(rfd)
+            self._handle_signals()
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            self._release_standbys()
+            self._selector.unregister(rfd)
+            os.close(rfd)
+            os.close(wfd)
+        return self.interrupted
+
+    def running(self) -> list[Attempt]:
+        return [s.current for s in self.slots if s.current]
+
+    def queued(self) -> list[dict[str, Any]]:
+        return list(reversed(self.queue))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _wait(self, rfd: int) -> None:
+        now = time.monotonic()
+        wake = self._next_cancel_poll
+        for att in self.running():
+            wake = min(wake, att.kill_at if att.kill_at is not None else att.deadline)
+        events = self._selector.select(max(0.0, wake - now))
+        for key, _ in events:
+            if key.fd == rfd:
+                try:
+                    while os.read(rfd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            else:
+                self._finish(key.data)
+        self._handle_signals()
+        now = time.monotonic()
+        for slot in self.slots:
+            att = slot.current
+            if att is None:
+                continue
+            if att.kill_at is not None and now >= att.kill_at:
+                self._signal_group(att, signal.SIGKILL)
+                att.kill_at = float("inf")
+            elif att.kill_at is None and now >= att.deadline:
+                self._terminate(att, "timeout")
+        if now >= self._next_cancel_poll:
+            self._next_cancel_poll = now + CANCEL_POLL_SECONDS
+            self._poll_cancels()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        """Only note the signal; the loop acts on it (a handler must not touch the store)."""
+        self._signals.append(signum)
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            self._interrupt(self._signals.pop(0))
+
+    def _interrupt(self, signum: int) -> None:
+        if self.interrupted is not None and signum == signal.SIGINT:
+            self._hard_kill = True
+        self.interrupted = self.interrupted or signum
+        for record in self.queued():
+            self._cancel_queued(record, "the run was interrupted before this task started")
+        self.queue.clear()
+        for att in self.running():
+            if self._hard_kill:
+                self._signal_group(att, signal.SIGKILL)
+                att.end_reason = att.end_reason or "interrupt"
+            elif att.end_reason is None:
+                self._terminate(att, "interrupt")
+
+    # -- starting ---------------------------------------------------------------------------
+    def _spawn(self, slot: Slot) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["IMAGE_QUEUE_PRELOAD"] = ",".join(self.settings.preload)
+        log_fd = os.open(self.store.workers_dir / "standby.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            proc = subprocess.Popen(WORKER_ARGV, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_fd,
+                                    start_new_session=True, close_fds=True, env=env)
+        finally:
+            os.close(log_fd)
+        slot.spawned += 1
+        return proc
+
+    def _start(self, slot: Slot) -> None:
+        record = self.queue.pop()
+        proc = slot.standby if slot.standby is not None and slot.standby.poll() is None else None
+        if proc is None and slot.standby is not None:
+            self._reap_standby(slot.standby)
+        slot.standby = None
+        proc = proc or self._spawn(slot)
+        token = secrets.token_hex(16)
+        job = {**record.pop("job"), "token": token, "run_id": self.run_id}
+        task_dir = Path(job["task_dir"])
+        timeout = record.get("timeout_seconds") or self.settings.task_timeout_seconds
+        record.update(
+            status=Status.RUNNING.value, started_at=time.time(), pid=proc.pid,
+            worker={"worker_id": f"slot{slot.index}-{slot.spawned}", "pid": proc.pid, "pgid": proc.pid,
+                    "pid_start_time": process_start_time(proc.pid), "token": token, "attempt": job["attempt"]},
+        )
+        atomic_write_json(task_dir / "command.json", {
+            "argv": list(WORKER_ARGV), "cwd": os.getcwd(), "pid": proc.pid,
+            "env_names": sorted(k for k in os.environ if k.startswith(("IMAGE_QUEUE_", "OPENAI_")) or k.endswith("_API_KEY")),
+            "api_key_env": job["provider"].get("api_key_env"),
+            "assignment": {k: v for k, v in job.items() if k not in ("spec",)},
+            "timeout_seconds": timeout, "kill_grace_seconds": self.settings.kill_grace_seconds,
+        })
+        self.store.save_task(record)
+        att = Attempt(record=record, proc=proc, token=token, deadline=time.monotonic() + timeout)
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(orjson.dumps(job) + b"\n")
+            proc.stdin.close()
+        except (BrokenPipeError, OSError) as exc:
+            log.warning("worker %s died before its assignment: %s", proc.pid, exc)
+        try:
+            att.pidfd = os.pidfd_open(proc.pid)
+            self._selector.register(att.pidfd, selectors.EVENT_READ, slot)
+        except ProcessLookupError:
+            att.pidfd = None
+        slot.current = att
+        self.on_event("started", record)
+        if self.queue:  # the next task for this slot: start its process while this one works
+            slot.standby = self._spawn(slot)
+        if att.pidfd is None:
+            self._finish(slot)
+        self.on_change(self)
+
+    # -- ending -----------------------------------------------------------------------------
+    def _signal_group(self, att: Attempt, sig: int) -> None:
+        try:
+            os.killpg(att.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _terminate(self, att: Attempt, reason: str) -> None:
+        """SIGTERM the worker's group now, SIGKILL it after the grace period."""
+        att.end_reason = reason
+        att.kill_at = time.monotonic() + self.settings.kill_grace_seconds
+        self._signal_group(att, signal.SIGTERM)
+        if reason == "timeout":
+            self.on_event("timeout", att.record)
+
+    def _finish(self, slot: Slot) -> None:
+        att = slot.current
+        assert att is not None
+        if att.pidfd is not None:
+            self._selector.unregister(att.pidfd)
+            os.close(att.pidfd)
+        self._signal_group(att, signal.SIGKILL)  # no grandchild outlives its worker
+        returncode = att.proc.wait()
+        finished = time.time()
+        slot.current = None
+        if self.queue and not self.interrupted:
+            self._start(slot)
+        record = att.record
+        record.update(finished_at=finished, elapsed_seconds=round(finished - record["started_at"], 3),
+                      returncode=returncode)
+        self._settle(att, returncode)
+        self.store.save_task(record)
+        self.on_event("finished", record)
+        self.on_change(self)
+
+    def _settle(self, att: Attempt, returncode: int) -> None:
+        """Decide the task's status from how the worker ended and what it left behind."""
+        record = att.record
+        task_dir = self.store.task_dir(record["task_id"])
+        try:
+            result = read_json(task_dir / "result.json")
+        except Exception as exc:  # a torn or forged file is not a result
+            result = {"unreadable": str(exc)}
+        bound = bool(result) and (result.get("binding") or {}).get("token") == att.token and \
+            (result.get("binding") or {}).get("worker_pid") == att.proc.pid
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+        if att.end_reason in ("timeout", "cancel", "interrupt"):
+            status = Status.TIMED_OUT if att.end_reason == "timeout" else Status.CANCELLED
+            if att.end_reason == "timeout":
+                timeout = record.get("timeout_seconds") or self.settings.task_timeout_seconds
+                error, category = f"timed out after {timeout:g} s; worker process group terminated ({how})", "timeout"
+            else:
+                why = "cancelled by request" if att.end_reason == "cancel" else "the run was interrupted"
+                error, category = f"{why}; worker process group terminated ({how})", "cancelled"
+            if result:
+                record["late_output"] = {"path": str(task_dir / "late_result.json"), "bound_to_attempt": bound,
+                                         "detected_at": time.time()}
+                os.replace(task_dir / "result.json", task_dir / "late_result.json")
+            self._write_own_result(att, status, error, category)
+        elif not result:
+            self._write_own_result(att, Status.FAILED, f"worker {how} without writing a result", "worker_crash")
+        elif not bound:
+            record["late_output"] = {"path": str(task_dir / "late_result.json"), "bound_to_attempt": False,
+                                     "detected_at": time.time()}
+            os.replace(task_dir / "result.json", task_dir / "late_result.json")
+            self._write_own_result(att, Status.ORPHAN_LATE_OUTPUT,
+                                   "result.json does not carry this attempt's token and worker pid; not accepted",
+                                   "late_output")
+        else:
+            ok = result.get("ok") is True and result.get("status") == "completed"
+            if ok and not (result.get("image_path") and os.path.exists(result["image_path"])):
+                ok, result["error"] = False, "the worker reported an image that does not exist"
+            record.update(
+                status=(Status.COMPLETED if ok else Status.FAILED).value,
+                image_path=result.get("image_path") if ok else None,
+                error=None if ok else result.get("error"), diagnosis=None if ok else result.get("diagnosis"),
+                attempts=result.get("attempts"), model=result.get("model") or record.get("model"),
+                mode=result.get("mode"), stage=result.get("stage"),
+            )
+
+    def _write_own_result(self, att: Attempt, status: Status, error: str, category: str) -> None:
+        record = att.record
+        diagnosis = {"category": category, "human_reason": EXTRA_REASONS[category], "retryable": category != "late_output"}
+        record.update(status=status.value, error=error, diagnosis=diagnosis, image_path=None)
+        atomic_write_json(self.store.task_dir(record["task_id"]) / "result.json", {
+            "ok": False, "status": status.value, "stage": "supervisor", "task_id": record["task_id"],
+            "task_key": record["task_key"], "image_path": None, "provider": record.get("provider"),
+            "model": record.get("model"), "mode": record.get("mode"), "error": error, "diagnosis": diagnosis,
+            "elapsed_seconds": record.get("elapsed_seconds"), "returncode": record.get("returncode"),
+            "metadata": record.get("metadata") or {}, "written_by": "supervisor",
+            "binding": {"token": att.token, "worker_pid": att.proc.pid, "run_id": self.run_id},
+        })
+
+    # -- cancel -----------------------------------------------------------------------------
+    def _cancel_queued(self, record: dict[str, Any], why: str) -> None:
+        record.pop("job", None)
+        record.update(status=Status.CANCELLED.value, finished_at=time.time(), error=why,
+                      diagnosis={"category": "cancelled", "human_reason": EXTRA_REASONS["cancelled"], "retryable": True})
+        self.store.save_task(record)
+        self.on_event("cancelled", record)
+
+    def _poll_cancels(self) -> None:
+        targets = self.store.pending_cancels()
+        if not targets:
+            return
+        cancel_all = "ALL" in targets
+        wanted = set(targets)
+        keep = []
+        for record in self.queued():
+            if cancel_all or record["task_id"] in wanted:
+                self._cancel_queued(record, "cancelled by request before it started")
+            else:
+                keep.append(record)
+        self.queue = list(reversed(keep))
+        for att in self.running():
+            if (cancel_all or att.record["task_id"] in wanted) and att.end_reason is None:
+                self._terminate(att, "cancel")
+        for target in targets:
+            self.store.clear_cancel(target)
+        self.on_change(self)
+
+    def _reap_standby(self, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            if proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()  # EOF: the standby leaves without doing anything
+            proc.wait(timeout=2)
+        except (subprocess.TimeoutExpired, OSError):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+    def _release_standbys(self) -> None:
+        for slot in self.slots:
+            if slot.standby is not None:
+                self._reap_standby(slot.standby)
+                slot.standby = None
+            if slot.current is not None:  # only after an unexpected error in the loop
+                self._signal_group(slot.current, signal.SIGKILL)
+                slot.current.proc.wait()
