@@ -110,6 +110,7 @@ class Store:
         self.lock_path = self.root / "run.lock"
         self.index_path = self.root / "index.sqlite3"
         self._db: sqlite3.Connection | None = None
+        self._ro: sqlite3.Connection | None = None
 
     # -- layout -----------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -154,18 +155,20 @@ class Store:
             return None
         if self._db is not None:
             return self._db
-        try:
-            db = sqlite3.connect(f"file:{self.index_path}?mode=ro", uri=True, timeout=30, isolation_level=None)
-            db.execute("PRAGMA query_only=1")
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot read the index {self.index_path}: {exc}") from None
-        self._db = db
-        return db
+        if self._ro is None:
+            try:
+                self._ro = sqlite3.connect(f"file:{self.index_path}?mode=ro", uri=True, timeout=30,
+                                           isolation_level=None)
+                self._ro.execute("PRAGMA query_only=1")
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot read the index {self.index_path}: {exc}") from None
+        return self._ro
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        for db in (self._db, self._ro):
+            if db is not None:
+                db.close()
+        self._db = self._ro = None
 
     @staticmethod
     def _row(record: dict[str, Any]) -> tuple[Any, ...]:

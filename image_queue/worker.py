@@ -131,6 +131,8 @@ def main() -> None:
         os._exit(0)  # released unused: the batch ran out of tasks
     job = orjson.loads(line)
     _attach_output(Path(job["task_dir"]))
+    os.environ["IMAGE_QUEUE_TASK_DIR"] = job["task_dir"]  # for mock_command and provider hooks
+    os.environ["IMAGE_QUEUE_TASK_ID"] = job["task_id"]
     try:
         code = run_assignment(job, client)
     except SystemExit as exc:  # mock_exit_code: die like a crashed worker, leaving no result
