@@ -87,9 +87,10 @@ class TaskSpec(BaseModel):
             raise ValueError("prompt is empty")
         return v
 
-    @field_validator("task_key", "task_name")
+    @field_validator("task_key")
     @classmethod
     def _no_control_chars(cls, v: str | None) -> str | None:
+        # a key is an identifier people type and grep for; a name is only made file-safe (safe_name)
         if v is not None and any(ord(c) < 32 for c in v):
             raise ValueError("must not contain control characters (NUL, newline, tab …)")
         return v

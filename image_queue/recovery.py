@@ -96,57 +96,68 @@ def adoptable_result(store: Store, record: dict[str, Any]) -> dict[str, Any] | N
     return result
 
 
-def recover_dead_run(store: Store) -> dict[str, Any] | None:
-    """If the last run died without finishing, settle its tasks. Caller holds the run lock."""
-    state = _quiet_read(store)
-    if not state or state.get("state") != "running":
-        return None
-    run_id = state["run_id"]
-    now = time.time()
-    records = store.run_tasks(run_id)
-    changed = []
-    for record in records:
-        if record["status"] == Status.RUNNING.value:
-            _kill_leftover_worker(record)
-            result = adoptable_result(store, record)
-            if result is not None:
-                record.update(status=Status.COMPLETED.value, image_path=result["image_path"],
-                              attempts=result.get("attempts"), model=result.get("model"), mode=result.get("mode"),
-                              finished_at=result.get("finished_at") or now, error=None, diagnosis=None,
-                              recovered="adopted the worker's bound result after its supervisor died")
-            else:
-                record.update(status=Status.ORPHANED.value, finished_at=now,
-                              error=f"its supervisor (pid {state.get('pid')}) died while it was running",
-                              diagnosis={"category": "worker_crash", "retryable": True,
-                                         "human_reason": "The run was stopped abruptly while this image was "
-                                                         "being made; run the batch again to retry it."})
-        elif record["status"] == Status.QUEUED.value:
-            record.update(status=Status.CANCELLED.value, finished_at=now,
-                          error=f"its supervisor (pid {state.get('pid')}) died before it started",
-                          diagnosis={"category": "cancelled", "retryable": True,
-                                     "human_reason": "The run was stopped before this image was started."})
+def _settle_dead(store: Store, record: dict[str, Any], dead_pid: Any, now: float) -> None:
+    if record["status"] == Status.RUNNING.value:
+        _kill_leftover_worker(record)
+        result = adoptable_result(store, record)
+        if result is not None:
+            record.update(status=Status.COMPLETED.value, image_path=result["image_path"],
+                          attempts=result.get("attempts"), model=result.get("model"), mode=result.get("mode"),
+                          finished_at=result.get("finished_at") or now, error=None, diagnosis=None,
+                          recovered="adopted the worker's bound result after its supervisor died")
         else:
-            continue
-        if record.get("started_at"):
-            record["elapsed_seconds"] = round(record["finished_at"] - record["started_at"], 3)
-        changed.append(record)
-    for record in changed:
-        if record.get("has_dir"):
-            store.save_task(record)
-    if changed:
+            record.update(status=Status.ORPHANED.value, finished_at=now,
+                          error=f"its supervisor (pid {dead_pid}) died while it was running",
+                          diagnosis={"category": "worker_crash", "retryable": True,
+                                     "human_reason": "The run was stopped abruptly while this image was "
+                                                     "being made; run the batch again to retry it."})
+    else:
+        record.update(status=Status.CANCELLED.value, finished_at=now,
+                      error=f"its supervisor (pid {dead_pid}) died before it started",
+                      diagnosis={"category": "cancelled", "retryable": True,
+                                 "human_reason": "The run was stopped before this image was started."})
+    if record.get("started_at"):
+        record["elapsed_seconds"] = round(record["finished_at"] - record["started_at"], 3)
+
+
+def recover_dead_run(store: Store) -> dict[str, Any] | None:
+    """Settle every task a dead supervisor left queued or running. Caller holds the run lock.
+
+    Holding the lock proves no supervisor is alive, so any active task in the index is dead, even
+    one whose run died before queue_state.json named it.
+    """
+    state = _quiet_read(store) or {}
+    active = store.active_tasks()
+    if not active and state.get("state") != "running":
+        return None
+    now = time.time()
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for record in active:
+        by_run.setdefault(record["run_id"], []).append(record)
+    if state.get("state") == "running":
+        by_run.setdefault(state["run_id"], [])
+    docs = []
+    for run_id, changed in by_run.items():
+        dead_pid = state.get("pid") if state.get("run_id") == run_id else "unknown"
+        for record in changed:
+            _settle_dead(store, record, dead_pid, now)
+            if record.get("has_dir"):
+                store.save_task(record)
         store.index_tasks(changed)
-    run = read_json(store.run_dir(run_id) / "batch_request.json") or {"run_id": run_id, "started_at": state["started_at"]}
-    doc = write_batch_result(store, run, records, finished_at=now, outcome="crashed")
-    store.write_queue_state({**state, "state": "crashed", "finished_at": now, "running": [],
-                             "recovered_by_pid": os.getpid(), "counts": doc["summary"]})
-    return doc
+        run = read_json(store.run_dir(run_id) / "batch_request.json") or {
+            "run_id": run_id, "started_at": state.get("started_at") or now}
+        docs.append(write_batch_result(store, run, store.run_tasks(run_id), finished_at=now, outcome="crashed"))
+    if state.get("state") == "running":
+        store.write_queue_state({**state, "state": "crashed", "finished_at": now, "running": [], "queued": 0,
+                                 "recovered_by_pid": os.getpid(), "counts": store.counts(state["run_id"])})
+    return docs[-1] if docs else None
 
 
 def recover_if_dead(store: Store) -> dict[str, Any] | None:
     """For inspection commands: recover a dead run if nobody holds the lock; never wait."""
     state = _quiet_read(store)
     if not state or state.get("state") != "running" or lock_is_held(store):
-        return None
+        return None  # only a run that queue_state.json still calls running can be dead
     try:
         with run_lock(store):
             return recover_dead_run(store)

@@ -17,7 +17,7 @@ from image_queue.models import MAX_QUEUE_CAP, MAX_WORKERS_CAP
 from image_queue.recovery import recover_dead_run, run_lock
 from image_queue.status import Status
 from image_queue.store import Store, atomic_write_json, process_start_time
-from image_queue.supervisor import Settings, Supervisor
+from image_queue.supervisor import Settings, Supervisor, capture_signals
 
 
 @dataclass
@@ -131,7 +131,7 @@ def execute_run(
     on_plan: Callable[[Plan, dict[str, Any]], None] = lambda p, r: None,
 ) -> RunOutcome:
     store.ensure()
-    with run_lock(store):
+    with run_lock(store), capture_signals() as signals:
         recover_dead_run(store)
         plan = make_plan(store, tasks_file, config, opts)
         for provider in {i.provider.name: i.provider for i in plan.by_action("run") if i.provider}.values():
@@ -151,6 +151,8 @@ def execute_run(
                Path(tasks_file.source).stem, "started_at": now, "pid": os.getpid(), "source": tasks_file.source,
                "settings": settings}
         records = [_record(item, run_id, seq, now) for seq, item in enumerate(plan.items)]
+        state = QueueState(store, run, records)
+        state.write(queued=len(plan.by_action("run")))  # first, so a crash from here on is recoverable
         to_run = [(item, rec) for item, rec in zip(plan.items, records) if item.action == "run"]
         stems = _image_stems(to_run, output_dir)
         run_dir = store.run_dir(run_id)
@@ -179,8 +181,7 @@ def execute_run(
                                            kill_grace_seconds=opts.kill_grace_seconds,
                                            max_attempts=opts.max_attempts or 3, output_dir=output_dir,
                                            preload=kinds),
-                         on_event=on_event)
-        state = QueueState(store, run, records)
+                         on_event=on_event, signals=signals)
         sup.on_change = state.update
         state.update(sup)
         interrupted = sup.run()
@@ -214,9 +215,11 @@ class QueueState:
                     "worker_id": a.record["worker"]["worker_id"], "pid": a.proc.pid,
                     "started_at": a.record["started_at"], "binding": {"token": a.token}}
                    for a in sup.running()]
+        self.write(running=running, queued=len(sup.queue))
+
+    def write(self, *, running: list[dict[str, Any]] | None = None, queued: int = 0) -> None:
         self.store.write_queue_state({**self.base, "state": "running", "finished_at": None,
-                                      "counts": self._counts(), "running": running,
-                                      "queued": len(sup.queue)})
+                                      "counts": self._counts(), "running": running or [], "queued": queued})
 
     def close(self, finished: float, outcome: str, summary: dict[str, Any]) -> None:
         self.store.write_queue_state({**self.base, "state": outcome, "finished_at": finished,

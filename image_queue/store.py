@@ -241,6 +241,11 @@ class Store:
         """A run's task records in submission order."""
         return [orjson.loads(r[0]) for r in self._select("run_id = ?", (run_id,), "seq")]
 
+    def active_tasks(self) -> list[dict[str, Any]]:
+        """Records still queued or running (by the index)."""
+        rows = self._select("status IN ('queued', 'running')", (), "seq")
+        return [orjson.loads(r[0]) for r in rows]
+
     def history(self, n: int = 50) -> list[dict[str, Any]]:
         """The last n finished task records across runs, most recently finished first."""
         rows = self._select("finished_at IS NOT NULL", (), "finished_at DESC", n)

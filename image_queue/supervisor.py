@@ -21,9 +21,10 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import orjson
 
@@ -42,6 +43,22 @@ EXTRA_REASONS = {
 }
 
 EventHandler = Callable[..., None]
+
+
+@contextmanager
+def capture_signals() -> Iterator[list[int]]:
+    """Note SIGINT/SIGTERM in a list instead of dying, for the whole of a run (admission included)."""
+    pending: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield pending
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @dataclass
@@ -86,7 +103,7 @@ class Supervisor:
     _selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     _next_cancel_poll: float = 0.0
     _hard_kill: bool = False
-    _signals: list[int] = field(default_factory=list)
+    signals: list[int] = field(default_factory=list)  # noted by signal handlers, acted on by the loop
 
     # -- public -----------------------------------------------------------------------------
     def run(self) -> int | None:
@@ -99,6 +116,7 @@ class Supervisor:
         old_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self._handle_signals()  # one may have come during admission
             for slot in self.slots:
                 if self.queue:
                     self._start(slot)
@@ -154,11 +172,11 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         """Only note the signal; the loop acts on it (a handler must not touch the store)."""
-        self._signals.append(signum)
+        self.signals.append(signum)
 
     def _handle_signals(self) -> None:
-        while self._signals:
-            self._interrupt(self._signals.pop(0))
+        while self.signals:
+            self._interrupt(self.signals.pop(0))
 
     def _interrupt(self, signum: int) -> None:
         if self.interrupted is not None and signum == signal.SIGINT:
