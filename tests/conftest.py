@@ -64,6 +64,11 @@ class IQ:
         path.write_bytes(orjson.dumps(tasks))
         return f"@{path}"
 
+    def task_status(self, key: str) -> str | None:
+        """The task's status, or None while it is not in the index yet."""
+        proc = self("get", key, "--json")
+        return orjson.loads(proc.stdout)["task"]["status"] if proc.returncode == 0 else None
+
     def wait_for(self, predicate: Any, timeout: float = 20, interval: float = 0.05) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
