@@ -36,6 +36,7 @@ class ProviderConfig(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     paths: dict[str, str] = Field(default_factory=dict)
     images_per_minute: float | None = Field(default=None, gt=0, le=100000)
+    rate_window_seconds: float = Field(default=60.0, gt=0, le=3600)  # what images_per_minute counts over
     response_format: str | None = None  # sent only when set (GPT image models reject it)
     poll_interval_seconds: float = Field(default=5.0, gt=0, le=600)
     poll_timeout_seconds: float = Field(default=900.0, gt=0, le=86400)

@@ -121,7 +121,20 @@ def _image_stems(plan_items: list[tuple[PlanItem, dict[str, Any]]], output_dir: 
     return stems
 
 
-def execute_run(
+def execute_run(store: Store, tasks_file: TasksFile, config: Config, opts: RunOptions, **hooks: Any) -> RunOutcome:
+    """Run a batch; an OS error writing the state (disk full, read-only) becomes a StateError.
+
+    If that happens mid-run, running workers are killed and queue_state.json still says "running",
+    so the next `run` or `status` recovers the run like any other that died.
+    """
+    try:
+        return _execute_run(store, tasks_file, config, opts, **hooks)
+    except OSError as exc:
+        raise StateError(f"cannot write to state dir {store.root}: {exc.strerror or exc}"
+                         + (f" ({exc.filename})" if exc.filename else "")) from None
+
+
+def _execute_run(
     store: Store,
     tasks_file: TasksFile,
     config: Config,
@@ -171,7 +184,8 @@ def execute_run(
                 "task_id": record["task_id"], "task_dir": str(task_dir.resolve()), "attempt": 1,
                 "spec": {**item.spec.model_dump(mode="json", exclude_none=True), "task_key": record["task_key"]},
                 "provider": item.provider.public(), "image_stem": stems[record["task_id"]],
-                "output_dir": str(output_dir), "max_attempts": item.spec.max_attempts or opts.max_attempts or 3,
+                "output_dir": str(output_dir), "state_dir": str(store.root.resolve()),
+                "max_attempts": item.spec.max_attempts or opts.max_attempts or 3,
             }
             queue_records.append(record)
         on_plan(plan, run)

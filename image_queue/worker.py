@@ -72,7 +72,10 @@ def run_assignment(job: dict[str, Any], client: Any) -> int:
         api_key = read_api_key(provider_config)
         request = request_for(spec, provider_config, task_id=job["task_id"], task_dir=task_dir,
                               max_attempts=job.get("max_attempts", 3))
-        provider = get_provider(provider_config.kind)(provider_config, api_key=api_key)
+        provider_cls = get_provider(provider_config.kind)
+        provider = provider_cls(provider_config, api_key=api_key)
+        if provider_cls.needs_network and job.get("state_dir"):
+            _share_rate_limits(job["state_dir"], provider_config)
         result["stage"] = "generate"
         generated = provider.generate(request, client=client)
         result["stage"] = "save"
@@ -109,6 +112,16 @@ def run_assignment(job: dict[str, Any], client: Any) -> int:
     result["finished_at"] = time.time()
     atomic_write_json(task_dir / "result.json", result)
     return 0 if result["ok"] else 1
+
+
+def _share_rate_limits(state_dir: str, config: ProviderConfig) -> None:
+    """Make this worker's HTTP layer wait on, and report to, the state dir's shared limits."""
+    from image_queue import http
+    from image_queue.ratelimit import SharedRateLimiter
+
+    limiter = SharedRateLimiter(state_dir, images_per_minute={config.name: config.images_per_minute},
+                                window_seconds={config.name: config.rate_window_seconds})
+    http.set_rate_limit_hooks(before_request=limiter.before_request, on_rate_limited=limiter.on_rate_limited)
 
 
 def _preload(kinds: list[str]) -> Any:
