@@ -55,8 +55,8 @@ class OpenAIResponsesProvider(HTTPProvider):
         if stream:
             headers["accept"] = "text/event-stream"
         image, meta = http.call("POST", http.url("responses", RESPONSES_PATH), stage="generate", headers=headers,
-                              json=body, max_attempts=request.max_attempts, billable=True, stream=stream,
-                              handle=parse.stream if stream else parse.json)
+                                json=body, max_attempts=request.max_attempts, billable=True, stream=stream,
+                                handle=parse.stream if stream else parse.json)
         del body
         return image_result(image, http=http, model=model, mode=request.mode, http_status=meta["http_status"],
                             usage=meta.get("usage"), revised_prompt=meta.get("revised_prompt"),
