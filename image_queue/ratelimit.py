@@ -22,7 +22,9 @@ from filelock import FileLock
 
 from image_queue.store import atomic_write_bytes
 
-SAFETY = 1.01  # space requests 1% wider than the limit so clock jitter never tips us over it
+# Space requests so that any `ipm + 1` consecutive ones span the window plus a margin: 1% and 0.1 s
+# shared by the ipm intervals, which absorbs the jitter between our clock and the request's arrival.
+SAFETY, SLACK_SECONDS = 1.01, 0.1
 
 
 class SharedRateLimiter:
@@ -52,7 +54,7 @@ class SharedRateLimiter:
         """Block until this provider may be called again, then claim the next slot."""
         path, lock = self._paths(provider)
         ipm = self.ipm.get(provider)
-        interval = (self.window.get(provider, 60.0) / ipm * SAFETY) if ipm else 0.0
+        interval = ((self.window.get(provider, 60.0) * SAFETY + SLACK_SECONDS) / ipm) if ipm else 0.0
         claimed = False
         while True:
             with lock:
