@@ -130,3 +130,16 @@ def test_async_gateway_create_is_never_retried(iq: IQ) -> None:
         assert proc.returncode == 1
         assert len(gw.calls("image2.create")) == 1
     assert _result(iq, "once")["diagnosis"]["category"] == "upstream_failure"
+
+
+def test_dry_run_contacts_nothing_and_writes_nothing(iq: IQ) -> None:
+    """`run --dry-run` shows run / reuse / skip / reject per task with reasons, sends no request and
+    creates no state."""
+    with FakeGateway() as gw:
+        _config(iq, gw)
+        tasks = [{"task_key": "a", "prompt": "p"}, {"task_key": "a", "prompt": "p"}, {"task_key": "b", "promt": "p"}]
+        doc = iq.json("run", iq.tasks_file({"provider": "oa", "tasks": tasks}), "--dry-run", check=1)
+        assert gw.calls() == []
+    assert [p["action"] for p in doc["plan"]] == ["run", "skip", "reject"]
+    assert all(p["reason"] for p in doc["plan"][1:])
+    assert not iq.state.exists()
