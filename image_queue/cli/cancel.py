@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from image_queue.cli.common import SCHEMA_VERSION, JsonOpt, StateDirOpt, err, errors_to_exit, print_json
+from image_queue.cli.common import JsonOpt, StateDirOpt, epilog, err, errors_to_exit, json_doc, print_json, print_table
 from image_queue.errors import NotFoundError, UsageError
 
 ACTIVE = ("queued", "running")
@@ -21,7 +21,7 @@ def cancel_command(
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = Path("state"),
 ) -> None:
-    """Cancel a queued or running task (or --all) of the live run. Example: image_queue cancel cover-03"""
+    """Cancel a task (or --all) of the live run."""
     from image_queue.recovery import lock_is_held, recover_if_dead
     from image_queue.store import Store
 
@@ -49,21 +49,24 @@ def cancel_command(
             store.request_cancel(record["task_id"])
         deadline = time.monotonic() + wait
         final: dict[str, str] = {}
+        keys: dict[str, str] = {}
         while time.monotonic() < deadline:
-            final = {t: (store.get_task_record(t) or {}).get("status", "?") for t in targets}
+            records = {t: store.get_task_record(t) or {} for t in targets}
+            final = {t: r.get("status", "?") for t, r in records.items()}
+            keys = {t: r.get("task_key", "?") for t, r in records.items()}
             if all(s not in ACTIVE for s in final.values()):
                 break
             time.sleep(0.1)
         pending = [t for t, s in final.items() if s in ACTIVE]
         if json_out:
-            print_json({"schema_version": SCHEMA_VERSION, "run_id": run_id, "tasks": final, "confirmed": not pending})
+            print_json(json_doc("cancel", run_id=run_id, tasks=final, confirmed=not pending))
         else:
-            for t, s in final.items():
-                print(f"{t}  {s}")
+            print_table([(t, keys.get(t), s) for t, s in final.items()], ("TASK_ID", "TASK_KEY", "STATUS"))
             if pending:
                 err(f"image_queue: the run has not confirmed {len(pending)} cancel(s) yet; they stay requested")
         raise typer.Exit(0 if not pending else 1)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("cancel")(cancel_command)
+    app.command("cancel", epilog=epilog("image_queue cancel post-1042-cover", "image_queue cancel --all"))(
+        cancel_command)

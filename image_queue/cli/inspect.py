@@ -1,6 +1,6 @@
 """`status`, `list`, `get`, `history`: read the state dir, live or after the fact, without blocking a run.
 
-These import only the store (sqlite3 + orjson), never httpx or pydantic, so they start fast.
+These import only the store (sqlite3 + orjson), never httpx, pydantic or rich, so they start fast.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from image_queue.cli.common import SCHEMA_VERSION, JsonOpt, StateDirOpt, errors_to_exit, print_json
+from image_queue.cli.common import (JsonOpt, StateDirOpt, did_you_mean, epilog, errors_to_exit, json_doc,
+                                    print_json, print_table)
 from image_queue.errors import UsageError
 from image_queue.status import ALL_STATUSES
 
@@ -38,20 +39,13 @@ def render_rows(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no tasks")
         return
-    cols = [("TASK_ID", "task_id", 28), ("KEY", "task_key", 28), ("STATUS", "status", 18), ("PROVIDER", "provider", 10),
-            ("SECS", "elapsed_seconds", 7), ("IMAGE / ERROR", None, 0)]
-    print("  ".join(f"{h:<{w}}" if w else h for h, _, w in cols))
-    for r in rows:
-        detail = r.get("image_path") or r.get("error") or r.get("reason") or ""
-        secs = r.get("elapsed_seconds")
-        cells = [str(r.get("task_id") or ""), str(r.get("task_key") or ""), str(r.get("status") or ""),
-                 str(r.get("provider") or "-"), f"{secs:.1f}" if isinstance(secs, (int, float)) else "-"]
-        line = "  ".join(f"{c[:w]:<{w}}" for c, (_, _, w) in zip(cells, cols))
-        print(f"{line}  {str(detail).replace(chr(10), ' ')[:160]}")
+    print_table([(r["task_id"], r["task_key"], r["status"], r["provider"], r["elapsed_seconds"],
+                  r["image_path"] or r["error"] or r["reason"]) for r in rows],
+                ("TASK_ID", "TASK_KEY", "STATUS", "PROVIDER", "SECS", "IMAGE / ERROR"), max_widths=(30, 32, 18, 16, 8))
 
 
 def status_command(json_out: JsonOpt = False, state_dir: StateDirOpt = Path("state")) -> None:
-    """Show the current or last run: id, pid, alive?, counts by status, running tasks."""
+    """Show the current or last run and its workers."""
     from image_queue.recovery import lock_is_held, recover_if_dead
 
     with errors_to_exit():
@@ -64,7 +58,7 @@ def status_command(json_out: JsonOpt = False, state_dir: StateDirOpt = Path("sta
         now = time.time()
         running = [{**r, "elapsed_seconds": round(now - r["started_at"], 1)} for r in (state or {}).get("running", [])]
         if json_out:
-            print_json({"schema_version": SCHEMA_VERSION, "alive": alive, "run": state and {**state, "running": running}})
+            print_json(json_doc("status", alive=alive, run=state and {**state, "running": running}))
             return
         if not state:
             print(f"no runs yet in {store.root}")
@@ -76,8 +70,10 @@ def status_command(json_out: JsonOpt = False, state_dir: StateDirOpt = Path("sta
         print("counts    " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) or "-"))
         if state.get("queued"):
             print(f"queued    {state['queued']}")
-        for r in running:
-            print(f"running   {r['task_key']}  pid {r['pid']}  {r['elapsed_seconds']:.1f}s  ({r['task_id']})")
+        if running:
+            print()
+            print_table([(r.get("worker_id"), r["task_key"], r["pid"], f"{r['elapsed_seconds']:.1f}s", r["task_id"])
+                         for r in running], ("WORKER", "TASK_KEY", "PID", "ELAPSED", "TASK_ID"))
 
 
 def list_command(
@@ -87,15 +83,16 @@ def list_command(
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = Path("state"),
 ) -> None:
-    """List task rows, newest first. Example: image_queue list --status failed"""
+    """List task rows, newest first."""
     with errors_to_exit():
         if status and status not in ALL_STATUSES:
-            raise UsageError(f"unknown status {status!r}; valid: {', '.join(ALL_STATUSES)}")
+            raise UsageError(f"unknown status {status!r}{did_you_mean(status, ALL_STATUSES)} "
+                             f"(valid: {', '.join(ALL_STATUSES)})")
         store = _store(state_dir)
         run_id = store.last_run_id() if run == "last" else run
         rows = [_row(r) for r in store.list_tasks(status=status, run_id=run_id, limit=limit or None)]
         if json_out:
-            print_json({"schema_version": SCHEMA_VERSION, "tasks": rows})
+            print_json(json_doc("list", count=len(rows), tasks=rows))
         else:
             render_rows(rows)
 
@@ -117,7 +114,7 @@ def get_command(
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = Path("state"),
 ) -> None:
-    """Show one task: metadata, result, artifact paths, stdout/stderr tails. Example: image_queue get cover-01"""
+    """Show one task: record, result, files, output."""
     from image_queue.store import read_json
 
     with errors_to_exit():
@@ -129,9 +126,9 @@ def get_command(
         paths = {name: str(task_dir / name) for name in ("task.json", "command.json", "stdout.txt", "stderr.txt",
                                                         "result.json", "attempts.jsonl", "late_result.json")
                  if has_dir and (task_dir / name).exists()}
-        doc = {"schema_version": SCHEMA_VERSION, "task": record, "result": result, "paths": paths,
-               "stdout_tail": _tail(task_dir / "stdout.txt", tail_bytes) if has_dir else None,
-               "stderr_tail": _tail(task_dir / "stderr.txt", tail_bytes) if has_dir else None}
+        doc = json_doc("task", task=record, result=result, paths=paths,
+                       stdout_tail=_tail(task_dir / "stdout.txt", tail_bytes) if has_dir else None,
+                       stderr_tail=_tail(task_dir / "stderr.txt", tail_bytes) if has_dir else None)
         if json_out:
             print_json(doc)
             return
@@ -159,18 +156,24 @@ def history_command(
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = Path("state"),
 ) -> None:
-    """The last n finished task rows across runs, most recent first. Example: image_queue history -n 20"""
+    """List the last n finished tasks across runs."""
     with errors_to_exit():
         store = _store(state_dir)
         rows = [_row(r) for r in store.history(n)]
         if json_out:
-            print_json({"schema_version": SCHEMA_VERSION, "tasks": rows})
+            print_json(json_doc("history", count=len(rows), tasks=rows))
         else:
             render_rows(rows)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("status")(status_command)
-    app.command("list")(list_command)
-    app.command("get")(get_command)
-    app.command("history")(history_command)
+    app.command("status", epilog=epilog(
+        "image_queue status", "image_queue status --json",
+        note="Run id, supervisor pid, whether it is alive, counts by status, and each running task "
+             "(task_key, worker pid, elapsed). Works from another terminal while a run is going."))(status_command)
+    app.command("list", epilog=epilog("image_queue list --status failed", "image_queue list --run last -n 0 --json"))(
+        list_command)
+    app.command("get", epilog=epilog(
+        "image_queue get post-1042-cover", "image_queue get post-1042-cover --json",
+        note="Metadata, result.json, artifact paths and the tails of the worker's stdout/stderr."))(get_command)
+    app.command("history", epilog=epilog("image_queue history -n 20"))(history_command)
