@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from image_queue.cli import cancel, inspect, run
+from image_queue.cli import cancel, inspect, plan, run
 
 app = typer.Typer(
     name="image_queue",
@@ -16,6 +16,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 run.register(app)
+plan.register(app)
 inspect.register(app)
 cancel.register(app)
 
