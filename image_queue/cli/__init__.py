@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from image_queue.cli import cancel, inspect, plan, run
+from image_queue.cli import cancel, inspect, plan, report, run
 
 app = typer.Typer(
     name="image_queue",
@@ -19,6 +19,7 @@ run.register(app)
 plan.register(app)
 inspect.register(app)
 cancel.register(app)
+report.register(app)
 
 
 def main() -> None:
