@@ -23,7 +23,7 @@ from urllib.parse import quote
 import orjson
 
 from image_queue.batch import batch_row, iso
-from image_queue.errors import NotFoundError
+from image_queue.errors import NotFoundError, StateError
 from image_queue.status import ALL_STATUSES, summarize
 from image_queue.store import Store, atomic_write_bytes, read_json
 
@@ -72,16 +72,22 @@ def load_run(store: Store, run_id: str) -> tuple[dict[str, Any], dict[str, dict[
     return doc, records
 
 
-def write_report(store: Store, run_id: str | None = None, out: Path | None = None) -> ReportInfo:
-    """Write the gallery of a run (default: the last) to `out` (default: runs/<run_id>/report.html)."""
+def write_report(store: Store, run_id: str | None = None, out: str | os.PathLike[str] | None = None) -> ReportInfo:
+    """Write the gallery of a run (default: the last) to `out` (default: runs/<run_id>/report.html).
+
+    `out` may name a file, or a directory (existing, or given with a trailing slash) for report.html in it."""
     run_id = resolve_run_id(store, run_id)
     doc, records = load_run(store, run_id)
     path = Path(out) if out else store.run_dir(run_id) / "report.html"
-    if path.is_dir():
+    if path.is_dir() or str(out or "").endswith(("/", os.sep)):
         path = path / "report.html"
     path = path.absolute()
     page, images, missing = render_report(doc, records, base=path.parent)
-    atomic_write_bytes(path, page.encode("utf-8"), fsync=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, page.encode("utf-8"), fsync=False)
+    except OSError as exc:
+        raise StateError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
     return ReportInfo(run_id=run_id, path=path, tasks=len(doc["tasks"]), images=images, missing_images=missing)
 
 

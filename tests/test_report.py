@@ -113,8 +113,9 @@ def test_report_escapes_untrusted_text_and_explains_failures(gallery: tuple[IQ, 
 
 
 def test_report_out_elsewhere_and_missing_images(gallery: tuple[IQ, str]) -> None:
-    """--out puts the page anywhere with links still relative to it; an image deleted since the run is
-    flagged as missing instead of showing a broken image; an unknown run id is exit 2."""
+    """--out puts the page anywhere (a file, or a directory) with links still relative to it; an image
+    deleted since the run is flagged as missing instead of showing a broken image; an unknown run id
+    is exit 2."""
     iq, run_id = gallery
     out = iq.tmp / "site" / "covers.html"
     out.parent.mkdir()
@@ -122,6 +123,8 @@ def test_report_out_elsewhere_and_missing_images(gallery: tuple[IQ, str]) -> Non
     assert doc["kind"] == "report" and doc["path"] == str(out) and doc["images"] == 3
     for img in Page(out.read_text()).all("img"):
         assert (out.parent / unquote(img["src"] or "")).is_file()
+    into_dir = iq.json("report", run_id, "--out", f"{iq.tmp / 'pages' / 'new'}/")  # a trailing slash: a directory
+    assert into_dir["path"] == str(iq.tmp / "pages" / "new" / "report.html")
     victim = next((iq.tmp / OUTPUT_DIR).glob("cat*"))
     victim.unlink()
     doc = iq.json("report", run_id)

@@ -12,8 +12,9 @@ from image_queue.cli.common import JsonOpt, StateDirOpt, epilog, errors_to_exit,
 
 def report_command(
     run_id: Annotated[Optional[str], typer.Argument(metavar="RUN_ID", help="A run id (default: the last run).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the page "
-                                                "(default: STATE_DIR/runs/RUN_ID/report.html).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="FILE", help="Where to write the page: a file, "
+                                               "or a directory for report.html in it "
+                                               "(default: STATE_DIR/runs/RUN_ID/report.html).")] = None,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = Path("state"),
 ) -> None:
