@@ -158,3 +158,19 @@ def test_a_real_http_retry_is_reported(iq: IQ) -> None:
     assert seen == [("started", "lh"), ("retry", "lh"), ("finished", "lh")]
     retry = next(line for line in proc.stderr.splitlines() if " retry " in line)
     assert "attempt 2" in retry and "HTTP 429" in retry and "rate_limited" in retry
+
+
+def test_a_closed_stderr_does_not_stop_the_run(iq: IQ) -> None:
+    """When nobody reads stderr any more (`run ... 2>&1 | head -1`), the progress lines stop but the
+    run still finishes every task and writes its summary."""
+    tasks = [{"task_key": f"t{i}", "prompt": "p", "mock_sleep": 0.2} for i in range(4)]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stderr now fails with EPIPE
+    try:
+        proc = subprocess.run(iq.argv("run", iq.tasks_file(tasks), "--max-workers", "2"), cwd=iq.tmp, env=iq.env,
+                              stdout=subprocess.PIPE, stderr=write_end, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0
+    assert "4 tasks, all ok" in proc.stdout
+    assert {r["status"] for r in iq.json("list")["tasks"]} == {"completed"}

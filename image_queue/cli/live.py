@@ -47,8 +47,11 @@ class LiveReporter(Reporter):
             self.messages.append((kind, snap, extra))  # printed by the display thread
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.REFRESH_SECONDS):
-            self._draw()
+        try:
+            while not self._stop.wait(self.REFRESH_SECONDS) and not self.broken:
+                self._draw()
+        except Exception as exc:  # the run goes on without a display
+            self._give_up(exc)
 
     def _draw(self) -> None:
         from rich.markup import escape
@@ -100,9 +103,13 @@ class LiveReporter(Reporter):
         return Group(head, progress, table)
 
     def close(self) -> None:
+        drawing = not self.broken
         super().close()
         if self.live is not None:
             self._stop.set()
             self._thread.join(timeout=2)
-            self._draw()
-            self.live.stop()
+            try:
+                if drawing:
+                    self._draw()  # the last finished lines
+            finally:
+                self.live.stop()

@@ -232,20 +232,38 @@ class Reporter:
         self.store = store
         self.tracker = Tracker()
         self.watcher = AttemptWatcher(store, self._on_attempt)
+        self.broken = False
 
     def on_plan(self, plan: Any, run: dict[str, Any]) -> None:
-        self.tracker.plan(plan, run)
-        if self.watches_attempts:
-            self.watcher.start()
-        self.show_plan(plan, run)
+        try:
+            self.tracker.plan(plan, run)
+            if self.watches_attempts:
+                self.watcher.start()
+            self.show_plan(plan, run)
+        except Exception as exc:  # a display problem must never stop a batch that is paying for images
+            self._give_up(exc)
 
     def on_event(self, kind: str, record: dict[str, Any], **extra: Any) -> None:
-        if self.watches_attempts and kind == "started":
-            self.watcher.watch(record["task_id"])
-        elif self.watches_attempts and kind == "finished":
-            self.watcher.finish(record["task_id"])  # a quick retry must not go unreported
-        snap = self.tracker.event(kind, record, extra)
-        self.show_event(kind, snap, extra)
+        if self.broken:
+            return
+        try:
+            if self.watches_attempts and kind == "started":
+                self.watcher.watch(record["task_id"])
+            elif self.watches_attempts and kind == "finished":
+                self.watcher.finish(record["task_id"])  # a quick retry must not go unreported
+            snap = self.tracker.event(kind, record, extra)
+            self.show_event(kind, snap, extra)
+        except Exception as exc:
+            self._give_up(exc)
+
+    def _give_up(self, exc: BaseException) -> None:
+        """Stop showing progress (e.g. stderr is a closed pipe); the run itself goes on."""
+        self.broken = True
+        self.watcher.stop()
+        try:
+            err(f"image_queue: progress display stopped: {exc!r}")
+        except (OSError, ValueError):
+            pass
 
     def _on_attempt(self, task_id: str, attempt: dict[str, Any]) -> None:
         record = self.tracker.records.get(task_id)
@@ -266,6 +284,7 @@ class Reporter:
 
     def close(self) -> None:
         self.watcher.stop()
+        self.broken = True
 
 
 def plan_lines(plan: Any, run: dict[str, Any], root: Path) -> list[str]:
