@@ -60,6 +60,8 @@ def cancel_command(
         pending = [t for t, s in final.items() if s in ACTIVE]
         if json_out:
             print_json(json_doc("cancel", run_id=run_id, tasks=final, confirmed=not pending))
+        elif not final:
+            print(f"run {run_id} has no queued or running task left; nothing to cancel")
         else:
             print_table([(t, keys.get(t), s) for t, s in final.items()], ("TASK_ID", "TASK_KEY", "STATUS"))
             if pending:
