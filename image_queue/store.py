@@ -279,6 +279,9 @@ class Store:
         pattern = f"%{text[:3]}%" if len(text) >= 3 else f"%{text}%"
         keys = [r[0] for r in db.execute(
             "SELECT DISTINCT task_key FROM tasks WHERE task_key LIKE ? OR task_id LIKE ? LIMIT 2000", (pattern, pattern))]
+        if not keys:  # the typo is in the first letters: compare with the most recent keys instead
+            keys = [r[0] for r in db.execute(
+                "SELECT task_key FROM tasks GROUP BY task_key ORDER BY MAX(created_at) DESC LIMIT 2000")]
         close = difflib.get_close_matches(text, keys, n=limit, cutoff=0.5)
         return close or [k for k in keys if text.lower() in k.lower()][:limit]
 

@@ -59,6 +59,8 @@ def test_get_of_an_unknown_key_lists_near_matches(iq: IQ) -> None:
     assert "no task with id or key 'post-1042-covr'" in proc.stderr
     assert "did you mean" in proc.stderr and "post-1042-cover" in proc.stderr
     assert "Traceback" not in proc.stderr
+    swapped = iq("get", "psot-1042-cover")  # a typo in the first letters too
+    assert "did you mean: post-1042-cover" in swapped.stderr
 
 
 def test_unknown_run_id_for_report_lists_near_matches(iq: IQ) -> None:
