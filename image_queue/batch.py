@@ -37,6 +37,7 @@ def write_batch_result(store: Store, run: dict[str, Any], records: list[dict[str
     rows = [batch_row(r) for r in sorted(records, key=lambda r: r["seq"])]
     summary = summarize([r["status"] for r in rows])
     doc = {
+        "schema_version": 1,
         "run_id": run["run_id"],
         "batch_name": run.get("batch_name"),
         "outcome": outcome,
