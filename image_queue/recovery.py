@@ -142,6 +142,8 @@ def recover_dead_run(store: Store) -> dict[str, Any] | None:
         for record in changed:
             _settle_dead(store, record, dead_pid, now)
             if record.get("has_dir"):
+                # the run may have died between indexing its tasks and creating their directories
+                store.task_dir(record["task_id"]).mkdir(parents=True, exist_ok=True)
                 store.save_task(record)
         store.index_tasks(changed)
         run = read_json(store.run_dir(run_id) / "batch_request.json") or {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -144,7 +145,7 @@ def _execute_run(
     on_plan: Callable[[Plan, dict[str, Any]], None] = lambda p, r: None,
 ) -> RunOutcome:
     store.ensure()
-    with run_lock(store), capture_signals() as signals:
+    with run_lock(store), capture_signals() as signals, ExitStack() as cleanup:
         recover_dead_run(store)
         plan = make_plan(store, tasks_file, config, opts)
         for provider in {i.provider.name: i.provider for i in plan.by_action("run") if i.provider}.values():
@@ -156,6 +157,15 @@ def _execute_run(
         except OSError as exc:
             raise StateError(f"output dir {output_dir} is not writable: {exc.strerror}") from None
         run_id, now = new_run_id(), time.time()
+        kinds = tuple(sorted({i.provider.kind for i in plan.by_action("run") if i.provider}))
+        sup = Supervisor(store=store, run_id=run_id, queue=[],
+                         settings=Settings(max_workers=workers, task_timeout_seconds=timeout,
+                                           kill_grace_seconds=opts.kill_grace_seconds,
+                                           max_attempts=opts.max_attempts or 3, output_dir=output_dir,
+                                           preload=kinds),
+                         on_event=on_event, signals=signals)
+        sup.prespawn(min(workers, len(plan.by_action("run"))))  # they import while the run is written down
+        cleanup.callback(sup.release)
         settings = {"max_workers": workers, "max_queue_size": queue, "capacity": workers + queue,
                     "task_timeout_seconds": timeout, "kill_grace_seconds": opts.kill_grace_seconds,
                     "max_attempts": opts.max_attempts or 3, "force": opts.force, "output_dir": str(output_dir),
@@ -189,13 +199,7 @@ def _execute_run(
             }
             queue_records.append(record)
         on_plan(plan, run)
-        kinds = tuple(sorted({i.provider.kind for i, _ in to_run if i.provider}))
-        sup = Supervisor(store=store, run_id=run_id, queue=queue_records,
-                         settings=Settings(max_workers=workers, task_timeout_seconds=timeout,
-                                           kill_grace_seconds=opts.kill_grace_seconds,
-                                           max_attempts=opts.max_attempts or 3, output_dir=output_dir,
-                                           preload=kinds),
-                         on_event=on_event, signals=signals)
+        sup.queue = queue_records
         sup.on_change = state.update
         state.update(sup)
         interrupted = sup.run()

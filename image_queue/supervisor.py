@@ -104,11 +104,23 @@ class Supervisor:
     _next_cancel_poll: float = 0.0
     _hard_kill: bool = False
     signals: list[int] = field(default_factory=list)  # noted by signal handlers, acted on by the loop
+    _ready: set[int] = field(default_factory=set)  # pids of workers done with their imports
+    _changed: bool = False  # queue_state.json is due for a rewrite
 
     # -- public -----------------------------------------------------------------------------
+    def prespawn(self, n: int) -> None:
+        """Start the first n workers now, so their imports overlap the run's set-up; run() uses them."""
+        self.slots = self.slots or [Slot(i) for i in range(self.settings.max_workers)]
+        for slot in self.slots[:n]:
+            slot.standby = slot.standby or self._spawn(slot)
+
+    def release(self) -> None:
+        """Let go of workers that were never given a task (a run that failed before it began)."""
+        self._release_standbys()
+
     def run(self) -> int | None:
         """Run every queued task; return the signal number that interrupted the run, if any."""
-        self.slots = [Slot(i) for i in range(self.settings.max_workers)]
+        self.slots = self.slots or [Slot(i) for i in range(self.settings.max_workers)]
         self.queue = list(self.queue)
         self.queue.reverse()  # pop() from the end is O(1)
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -120,8 +132,10 @@ class Supervisor:
             for slot in self.slots:
                 if self.queue:
                     self._start(slot)
+            self._flush_changes()
             while any(s.current for s in self.slots):
                 self._wait(rfd)
+                self._flush_changes()
             self._handle_signals()
         finally:
             signal.set_wakeup_fd(old_wakeup)
@@ -132,6 +146,11 @@ class Supervisor:
             os.close(rfd)
             os.close(wfd)
         return self.interrupted
+
+    def _flush_changes(self) -> None:
+        if self._changed:
+            self._changed = False
+            self.on_change(self)
 
     def running(self) -> list[Attempt]:
         return [s.current for s in self.slots if s.current]
@@ -146,6 +165,7 @@ class Supervisor:
         for att in self.running():
             wake = min(wake, att.kill_at if att.kill_at is not None else att.deadline)
         events = self._selector.select(max(0.0, wake - now))
+        exited = []
         for key, _ in events:
             if key.fd == rfd:
                 try:
@@ -153,8 +173,12 @@ class Supervisor:
                         pass
                 except BlockingIOError:
                     pass
+            elif isinstance(key.data, Slot):
+                exited.append(key.data)
             else:
-                self._finish(key.data)
+                self._on_ready(key.data)
+        if exited:
+            self._finish_all(exited)
         self._handle_signals()
         now = time.monotonic()
         for slot in self.slots:
@@ -198,12 +222,36 @@ class Supervisor:
         env["IMAGE_QUEUE_PRELOAD"] = ",".join(self.settings.preload)
         log_fd = os.open(self.store.workers_dir / "standby.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            proc = subprocess.Popen(WORKER_ARGV, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log_fd,
+            proc = subprocess.Popen(WORKER_ARGV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fd,
                                     start_new_session=True, close_fds=True, env=env)
         finally:
             os.close(log_fd)
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        self._selector.register(proc.stdout, selectors.EVENT_READ, proc)  # "ready", then EOF: see _on_ready
         slot.spawned += 1
         return proc
+
+    def _on_ready(self, proc: subprocess.Popen[bytes]) -> None:
+        """A worker finished its imports (it wrote "ready" or, pointing stdout at its task dir, closed the pipe).
+
+        A slot's next standby is spawned only once the slot's current worker is ready, so cold
+        starts (the first round) do not compete for the CPU with the standbys meant for later.
+        """
+        self._forget_ready_pipe(proc)
+        self._ready.add(proc.pid)
+        for slot in self.slots:
+            if slot.current is not None and slot.current.proc is proc:
+                self._spawn_standby(slot)
+
+    def _forget_ready_pipe(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.stdout is not None and not proc.stdout.closed:
+            self._selector.unregister(proc.stdout)
+            proc.stdout.close()
+
+    def _spawn_standby(self, slot: Slot) -> None:
+        if self.queue and slot.standby is None and not self.interrupted:
+            slot.standby = self._spawn(slot)
 
     def _start(self, slot: Slot) -> None:
         record = self.queue.pop()
@@ -221,14 +269,7 @@ class Supervisor:
             worker={"worker_id": f"slot{slot.index}-{slot.spawned}", "pid": proc.pid, "pgid": proc.pid,
                     "pid_start_time": process_start_time(proc.pid), "token": token, "attempt": job["attempt"]},
         )
-        atomic_write_json(task_dir / "command.json", {
-            "argv": list(WORKER_ARGV), "cwd": os.getcwd(), "pid": proc.pid,
-            "env_names": sorted(k for k in os.environ if k.startswith(("IMAGE_QUEUE_", "OPENAI_")) or k.endswith("_API_KEY")),
-            "api_key_env": job["provider"].get("api_key_env"),
-            "assignment": {k: v for k, v in job.items() if k not in ("spec",)},
-            "timeout_seconds": timeout, "kill_grace_seconds": self.settings.kill_grace_seconds,
-        })
-        self.store.save_task(record)
+        self.store.save_task(record)  # durable before the worker may spend anything
         att = Attempt(record=record, proc=proc, token=token, deadline=time.monotonic() + timeout)
         try:
             assert proc.stdin is not None
@@ -236,6 +277,13 @@ class Supervisor:
             proc.stdin.close()
         except (BrokenPipeError, OSError) as exc:
             log.warning("worker %s died before its assignment: %s", proc.pid, exc)
+        atomic_write_json(task_dir / "command.json", {
+            "argv": list(WORKER_ARGV), "cwd": os.getcwd(), "pid": proc.pid,
+            "env_names": sorted(k for k in os.environ if k.startswith(("IMAGE_QUEUE_", "OPENAI_")) or k.endswith("_API_KEY")),
+            "api_key_env": job["provider"].get("api_key_env"),
+            "assignment": {k: v for k, v in job.items() if k not in ("spec",)},
+            "timeout_seconds": timeout, "kill_grace_seconds": self.settings.kill_grace_seconds,
+        })
         try:
             att.pidfd = os.pidfd_open(proc.pid)
             self._selector.register(att.pidfd, selectors.EVENT_READ, slot)
@@ -243,11 +291,11 @@ class Supervisor:
             att.pidfd = None
         slot.current = att
         self.on_event("started", record)
-        if self.queue:  # the next task for this slot: start its process while this one works
-            slot.standby = self._spawn(slot)
+        if proc.pid in self._ready:  # the next task for this slot: start its process while this one works
+            self._spawn_standby(slot)
         if att.pidfd is None:
-            self._finish(slot)
-        self.on_change(self)
+            self._finish_all([slot])
+        self._changed = True
 
     # -- ending -----------------------------------------------------------------------------
     def _signal_group(self, att: Attempt, sig: int) -> None:
@@ -264,25 +312,37 @@ class Supervisor:
         if reason == "timeout":
             self.on_event("timeout", att.record)
 
-    def _finish(self, slot: Slot) -> None:
-        att = slot.current
-        assert att is not None
-        if att.pidfd is not None:
-            self._selector.unregister(att.pidfd)
-            os.close(att.pidfd)
-        self._signal_group(att, signal.SIGKILL)  # no grandchild outlives its worker
-        returncode = att.proc.wait()
-        finished = time.time()
-        slot.current = None
-        if self.queue and not self.interrupted:
-            self._start(slot)
-        record = att.record
-        record.update(finished_at=finished, elapsed_seconds=round(finished - record["started_at"], 3),
-                      returncode=returncode)
-        self._settle(att, returncode)
-        self.store.save_task(record)
-        self.on_event("finished", record)
-        self.on_change(self)
+    def _finish_all(self, slots: list[Slot]) -> None:
+        """Reap the slots' exited workers and give each freed slot its next task, then settle them.
+
+        Workers that were given the same latency end together; handing out every next task before
+        the (fsync-bound) bookkeeping keeps one slot's bookkeeping off another slot's gap.
+        """
+        ended = []
+        for slot in slots:
+            att = slot.current
+            if att is None:
+                continue
+            if att.pidfd is not None:
+                self._selector.unregister(att.pidfd)
+                os.close(att.pidfd)
+            self._signal_group(att, signal.SIGKILL)  # no grandchild outlives its worker
+            returncode = att.proc.wait()
+            ended.append((att, returncode, time.time()))
+            self._forget_ready_pipe(att.proc)
+            self._ready.discard(att.proc.pid)
+            slot.current = None
+        for slot in slots:
+            if slot.current is None and self.queue and not self.interrupted:
+                self._start(slot)
+        for att, returncode, finished in ended:
+            record = att.record
+            record.update(finished_at=finished, elapsed_seconds=round(finished - record["started_at"], 3),
+                          returncode=returncode)
+            self._settle(att, returncode)
+            self.store.save_task(record)
+            self.on_event("finished", record)
+        self._changed = True
 
     def _settle(self, att: Attempt, returncode: int) -> None:
         """Decide the task's status from how the worker ended and what it left behind."""
@@ -371,6 +431,8 @@ class Supervisor:
         self.on_change(self)
 
     def _reap_standby(self, proc: subprocess.Popen[bytes]) -> None:
+        self._forget_ready_pipe(proc)
+        self._ready.discard(proc.pid)
         try:
             if proc.stdin and not proc.stdin.closed:
                 proc.stdin.close()  # EOF: the standby leaves without doing anything
@@ -390,3 +452,4 @@ class Supervisor:
             if slot.current is not None:  # only after an unexpected error in the loop
                 self._signal_group(slot.current, signal.SIGKILL)
                 slot.current.proc.wait()
+                self._forget_ready_pipe(slot.current.proc)

@@ -132,13 +132,20 @@ def _preload(kinds: list[str]) -> Any:
         if cls.needs_network and client is None:
             import httpx
 
+            import image_queue.ratelimit  # noqa: F401  (else imported on assignment: filelock, ~7 ms)
+
             client = httpx.Client(follow_redirects=False)
+            "localhost".encode("idna")  # the first connection encodes its host name with this codec
     return client
 
 
 def main() -> None:
     kinds = [k for k in os.environ.get("IMAGE_QUEUE_PRELOAD", "").split(",") if k]
     client = _preload(kinds)
+    try:
+        os.write(1, b"ready\n")  # tells the supervisor to start this slot's next standby (see _on_ready)
+    except OSError:
+        pass
     line = sys.stdin.buffer.readline()
     if not line.strip():
         os._exit(0)  # released unused: the batch ran out of tasks
