@@ -55,4 +55,9 @@ report.register(app)
 
 
 def main() -> None:
+    from image_queue.cli import fast
+
+    code = fast.run(sys.argv[1:])  # status/list/get/history without typer's parsing (it loads pydantic)
+    if code is not None:
+        raise SystemExit(code)
     app(prog_name="image_queue")
