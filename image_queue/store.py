@@ -36,6 +36,7 @@ CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at);
 CREATE INDEX IF NOT EXISTS tasks_run ON tasks (run_id, seq);
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at, seq);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at);
+CREATE INDEX IF NOT EXISTS tasks_name ON tasks (task_name);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, pid INTEGER, started_at REAL, finished_at REAL, batch_name TEXT,
     outcome TEXT, summary BLOB
@@ -277,11 +278,16 @@ class Store:
         if db is None:
             return []
         pattern = f"%{text[:3]}%" if len(text) >= 3 else f"%{text}%"
-        keys = [r[0] for r in db.execute(
-            "SELECT DISTINCT task_key FROM tasks WHERE task_key LIKE ? OR task_id LIKE ? LIMIT 2000", (pattern, pattern))]
+        # two index-only scans, not one scan of the table (~0.1 s at 100k tasks, seconds on a cold cache)
+        keys = [r[0] for r in db.execute("SELECT DISTINCT task_key FROM tasks WHERE task_key LIKE ? LIMIT 2000", (pattern,))]
+        if text[:1].isdigit():  # task ids start with the run's date
+            keys += [r[0] for r in db.execute(
+                "SELECT task_key FROM tasks WHERE task_id IN (SELECT task_id FROM tasks WHERE task_id LIKE ? LIMIT 2000)",
+                (pattern,))]
+        keys = list(dict.fromkeys(keys))
         if not keys:  # the typo is in the first letters: compare with the most recent keys instead
-            keys = [r[0] for r in db.execute(
-                "SELECT task_key FROM tasks GROUP BY task_key ORDER BY MAX(created_at) DESC LIMIT 2000")]
+            keys = list(dict.fromkeys(r[0] for r in db.execute(
+                "SELECT task_key FROM tasks ORDER BY created_at DESC, seq DESC LIMIT 2000")))
         close = difflib.get_close_matches(text, keys, n=limit, cutoff=0.5)
         return close or [k for k in keys if text.lower() in k.lower()][:limit]
 
