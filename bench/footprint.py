@@ -54,10 +54,11 @@ def probed_run(work: Path, base: str, n: int, name: str) -> dict[str, Any]:
     return {**json.loads(out.read_text()), "wall": wall}
 
 
-def idle_cpu(work: Path, base: str, latency: float, mode: str) -> float:
+def idle_cpu(work: Path, base: str, latency: float, mode: str, rep: int) -> float:
     """Supervisor CPU % while 4 workers wait on the API."""
     write_config(work, base)
-    argv = [*IQ, "run", tasks_file(work, 4, f"idle-{mode}"), "--state-dir", str(work / f"state-idle-{mode}")]
+    name = f"idle-{mode}-{rep}"  # a fresh state dir: a second run would just reuse the first one's images
+    argv = [*IQ, "run", tasks_file(work, 4, name), "--state-dir", str(work / f"state-{name}")]
     if mode == "json":
         argv.append("--json")
     env = bench_env()
@@ -69,15 +70,16 @@ def idle_cpu(work: Path, base: str, latency: float, mode: str) -> float:
         os.close(slave)
         threading.Thread(target=_drain, args=(master,), daemon=True).start()
     else:
-        with open(work / f"idle-{mode}.stderr", "w") as err:
+        with open(work / f"{name}.stderr", "w") as err:
             proc = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=err)
     time.sleep(3.0)
     c0, t0 = cpu_seconds(proc.pid), time.monotonic()
     time.sleep(latency - 4.0)
     c1, t1 = cpu_seconds(proc.pid), time.monotonic()
+    still_waiting = proc.poll() is None
     proc.wait(timeout=120)
-    if proc.returncode != 0:
-        raise SystemExit(f"idle run ({mode}) exited {proc.returncode}")
+    if proc.returncode != 0 or not still_waiting:
+        raise SystemExit(f"idle run ({mode}) exited {proc.returncode} before the window ended")
     assert c0 is not None and c1 is not None
     return 100 * (c1 - c0) / (t1 - t0)
 
@@ -114,7 +116,7 @@ def main() -> None:
     rows = []
     with gateway(args.idle_latency) as base:
         for mode in ("json", "plain", "tty"):
-            vals = [idle_cpu(work, base, args.idle_latency, mode) for _ in range(max(1, args.repeat - 1))]
+            vals = [idle_cpu(work, base, args.idle_latency, mode, rep) for rep in range(max(1, args.repeat - 1))]
             rows.append([{"json": "--json (no progress)", "plain": "progress lines (stderr to a file)",
                           "tty": "live display (pseudo-terminal)"}[mode],
                          f"{median(vals):.2f}", " ".join(f"{v:.2f}" for v in vals)])

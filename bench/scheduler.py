@@ -60,6 +60,7 @@ def run_image_queue(work: Path, base: str, n: int, workers: int, rep: int) -> di
         raise SystemExit(f"image_queue run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     doc = json.loads(proc.stdout)
     calls = {key_of(c["prompt"]): c for c in gateway_calls(base)}
+    (work / f"calls-{rep}.json").write_text(json.dumps(calls))
     store = Store(state)
     records = store.run_tasks(doc["run_id"])
     store.close()
@@ -67,21 +68,26 @@ def run_image_queue(work: Path, base: str, n: int, workers: int, rep: int) -> di
     by_slot: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         by_slot.setdefault(r["worker"]["worker_id"].split("-")[0], []).append(r)
-    gaps, handoff, start = [], [], []
-    for rows in by_slot.values():
+    gaps, handoff, start, per_slot = [], [], [], {}
+    for slot, rows in sorted(by_slot.items()):
         rows.sort(key=lambda r: r["started_at"])
+        tails = []
         for prev, nxt in zip(rows, rows[1:]):
             arrived = calls[nxt["task_key"]]["arrived"]
             gaps.append(arrived - prev["finished_at"])
             handoff.append(nxt["started_at"] - prev["finished_at"])
             start.append(arrived - nxt["started_at"])
+            tails.append(prev["finished_at"] - calls[prev["task_key"]]["replied"])
+        per_slot[slot] = {"first": calls[rows[0]["task_key"]]["arrived"] - t0, "tail": median(tails),
+                          "gap": median([calls[b["task_key"]]["arrived"] - a["finished_at"] for a, b in zip(rows, rows[1:])]),
+                          "end": rows[-1]["finished_at"] - t0}
     firsts = sorted(calls[min(rows, key=lambda r: r["started_at"])["task_key"]]["arrived"] - t0 for rows in by_slot.values())
     first = min(c["arrived"] for c in calls.values())
     last_reply = max(c["replied"] for c in calls.values())
     return {"wall": t1 - t0, "gaps": gaps, "handoff": handoff, "start": start,
             "turnaround": fifo_turnaround(list(calls.values()), workers),
             "startup": first - t0, "tail": t1 - last_reply,
-            "slots": len(by_slot), "completed": doc["summary"]["completed"], "firsts": firsts}
+            "slots": len(by_slot), "completed": doc["summary"]["completed"], "firsts": firsts, "per_slot": per_slot}
 
 
 def run_parallel(work: Path, base: str, n: int, workers: int, rep: int) -> dict[str, Any]:
@@ -146,11 +152,17 @@ def main() -> None:
                      ms(max(r["gaps"])), ms(median(r["handoff"])), ms(median(r["start"])),
                      ms(median(r["turnaround"])), ms(r["startup"]), ms(r["tail"]),
                      f"{p['wall']:.2f}" if p else "-", f"{ideal / p['wall']:.3f}" if p else "-",
-                     ms(median(p["turnaround"])) if p else "-", f"{r['wall'] / p['wall']:.3f}" if p else "-"])
+                     ms(median(p["turnaround"])) if p else "-", ms(p["startup"]) if p else "-",
+                     ms(p["tail"]) if p else "-", f"{r['wall'] / p['wall']:.3f}" if p else "-"])
     print()
     print(table(["rep", "iq wall s", "iq eff", "gap med ms", "gap p95 ms", "gap max ms", "hand-off med ms",
                  "worker start med ms", "iq reply→next med ms", "iq startup ms", "iq tail ms",
-                 "parallel wall s", "parallel eff", "parallel reply→next med ms", "iq/parallel"], rows))
+                 "parallel wall s", "parallel eff", "parallel reply→next med ms", "parallel startup ms",
+                 "parallel tail ms", "iq/parallel"], rows))
+    print("\nper slot (image_queue, last rep): first request, median reply→worker exit, median exit→next request, last exit")
+    print(table(["slot", "first request s", "reply→exit med ms", "exit→request med ms", "last exit s"],
+                [[k, f"{v['first']:.3f}", ms(v["tail"]), ms(v["gap"]), f"{v['end']:.3f}"]
+                 for k, v in iq_runs[-1]["per_slot"].items()]))
     walls = [r["wall"] for r in iq_runs]
     all_gaps = [g for r in iq_runs for g in r["gaps"]]
     summary = [["image_queue wall s (median, min–max)", f"{median(walls):.2f} ({min(walls):.2f}–{max(walls):.2f})"],
