@@ -144,7 +144,7 @@ def evict(root: Path) -> None:
 
 
 def imported(argv: list[str], env: dict[str, str]) -> str:
-    proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env, capture_output=True, text=True)
+    proc = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env, capture_output=True, text=True, cwd=OUT)
     names = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
     return ", ".join(m for m in HEAVY if m in names) or "none of " + "/".join(HEAVY)
 
@@ -193,7 +193,7 @@ def main() -> None:
             if args.cold:
                 evict(root)
                 t = time.perf_counter()
-            proc = subprocess.run(argv, env=env, capture_output=True)
+            proc = subprocess.run(argv, env=env, capture_output=True, cwd=OUT)  # not the repo: PYTHONPATH must win
             dt = time.perf_counter() - t
             if proc.returncode != 0 and "typo" not in label:
                 raise SystemExit(f"{label} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
