@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from image_queue.batch import iso, write_batch_result
 from image_queue.errors import RunLockedError, StateError
+from image_queue.outcome import is_bound, read_result
 from image_queue.status import Status
 from image_queue.store import Store, pid_alive, read_json
 
@@ -80,15 +81,12 @@ def _kill_leftover_worker(record: dict[str, Any]) -> None:
 
 def adoptable_result(store: Store, record: dict[str, Any]) -> dict[str, Any] | None:
     """The task's result.json if it is ok, bound to the recorded attempt, and its image exists."""
-    try:
-        result = read_json(store.task_dir(record["task_id"]) / "result.json")
-    except StateError:
-        return None
+    result = read_result(store, record["task_id"])
     worker = record.get("worker") or {}
-    binding = (result or {}).get("binding") or {}
-    if not result or result.get("ok") is not True or result.get("status") != "completed":
+    if not is_bound(result, token=worker.get("token"), worker_pid=worker.get("pid")):
         return None
-    if binding.get("token") != worker.get("token") or binding.get("worker_pid") != worker.get("pid"):
+    assert result is not None
+    if result.get("ok") is not True or result.get("status") != "completed":
         return None
     path = result.get("image_path")
     if not path or not os.path.exists(path) or (result.get("bytes") and os.path.getsize(path) != result["bytes"]):

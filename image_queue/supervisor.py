@@ -28,19 +28,14 @@ from typing import Any, Callable, Iterator
 
 import orjson
 
+from image_queue.outcome import diagnosis, settle
 from image_queue.status import Status
-from image_queue.store import Store, atomic_write_json, process_start_time, read_json
+from image_queue.store import Store, atomic_write_json, process_start_time
 
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 0.25
 WORKER_ARGV = (sys.executable, "-m", "image_queue.worker")
-EXTRA_REASONS = {
-    "timeout": "The image took longer than the task's time limit, so its worker was stopped.",
-    "worker_crash": "The worker process stopped without producing a result; see the task's stderr.txt.",
-    "cancelled": "The task was cancelled before it finished.",
-    "late_output": "A result arrived that does not belong to this attempt, so it was not trusted.",
-}
 
 EventHandler = Callable[..., None]
 
@@ -339,74 +334,18 @@ class Supervisor:
             record = att.record
             record.update(finished_at=finished, elapsed_seconds=round(finished - record["started_at"], 3),
                           returncode=returncode)
-            self._settle(att, returncode)
+            timeout = record.get("timeout_seconds") or self.settings.task_timeout_seconds
+            settle(self.store, record, end_reason=att.end_reason, returncode=returncode, token=att.token,
+                   worker_pid=att.proc.pid, timeout=timeout, run_id=self.run_id)
             self.store.save_task(record)
             self.on_event("finished", record)
         self._changed = True
-
-    def _settle(self, att: Attempt, returncode: int) -> None:
-        """Decide the task's status from how the worker ended and what it left behind."""
-        record = att.record
-        task_dir = self.store.task_dir(record["task_id"])
-        try:
-            result = read_json(task_dir / "result.json")
-        except Exception as exc:  # a torn or forged file is not a result
-            result = {"unreadable": str(exc)}
-        bound = bool(result) and (result.get("binding") or {}).get("token") == att.token and \
-            (result.get("binding") or {}).get("worker_pid") == att.proc.pid
-        how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
-        if att.end_reason in ("timeout", "cancel", "interrupt"):
-            status = Status.TIMED_OUT if att.end_reason == "timeout" else Status.CANCELLED
-            if att.end_reason == "timeout":
-                timeout = record.get("timeout_seconds") or self.settings.task_timeout_seconds
-                error, category = f"timed out after {timeout:g} s; worker process group terminated ({how})", "timeout"
-            else:
-                why = "cancelled by request" if att.end_reason == "cancel" else "the run was interrupted"
-                error, category = f"{why}; worker process group terminated ({how})", "cancelled"
-            if result:
-                record["late_output"] = {"path": str(task_dir / "late_result.json"), "bound_to_attempt": bound,
-                                         "detected_at": time.time()}
-                os.replace(task_dir / "result.json", task_dir / "late_result.json")
-            self._write_own_result(att, status, error, category)
-        elif not result:
-            self._write_own_result(att, Status.FAILED, f"worker {how} without writing a result", "worker_crash")
-        elif not bound:
-            record["late_output"] = {"path": str(task_dir / "late_result.json"), "bound_to_attempt": False,
-                                     "detected_at": time.time()}
-            os.replace(task_dir / "result.json", task_dir / "late_result.json")
-            self._write_own_result(att, Status.ORPHAN_LATE_OUTPUT,
-                                   "result.json does not carry this attempt's token and worker pid; not accepted",
-                                   "late_output")
-        else:
-            ok = result.get("ok") is True and result.get("status") == "completed"
-            if ok and not (result.get("image_path") and os.path.exists(result["image_path"])):
-                ok, result["error"] = False, "the worker reported an image that does not exist"
-            record.update(
-                status=(Status.COMPLETED if ok else Status.FAILED).value,
-                image_path=result.get("image_path") if ok else None,
-                error=None if ok else result.get("error"), diagnosis=None if ok else result.get("diagnosis"),
-                attempts=result.get("attempts"), model=result.get("model") or record.get("model"),
-                mode=result.get("mode"), stage=result.get("stage"),
-            )
-
-    def _write_own_result(self, att: Attempt, status: Status, error: str, category: str) -> None:
-        record = att.record
-        diagnosis = {"category": category, "human_reason": EXTRA_REASONS[category], "retryable": category != "late_output"}
-        record.update(status=status.value, error=error, diagnosis=diagnosis, image_path=None)
-        atomic_write_json(self.store.task_dir(record["task_id"]) / "result.json", {
-            "ok": False, "status": status.value, "stage": "supervisor", "task_id": record["task_id"],
-            "task_key": record["task_key"], "image_path": None, "provider": record.get("provider"),
-            "model": record.get("model"), "mode": record.get("mode"), "error": error, "diagnosis": diagnosis,
-            "elapsed_seconds": record.get("elapsed_seconds"), "returncode": record.get("returncode"),
-            "metadata": record.get("metadata") or {}, "written_by": "supervisor",
-            "binding": {"token": att.token, "worker_pid": att.proc.pid, "run_id": self.run_id},
-        })
 
     # -- cancel -----------------------------------------------------------------------------
     def _cancel_queued(self, record: dict[str, Any], why: str) -> None:
         record.pop("job", None)
         record.update(status=Status.CANCELLED.value, finished_at=time.time(), error=why,
-                      diagnosis={"category": "cancelled", "human_reason": EXTRA_REASONS["cancelled"], "retryable": True})
+                      diagnosis=diagnosis("cancelled"))
         self.store.save_task(record)
         self.on_event("cancelled", record)
 
