@@ -72,8 +72,9 @@ def test_plain_events_are_timestamped_lines_on_stderr(iq: IQ) -> None:
     tasks = [
         {"task_key": "retried", "prompt": "p", "mock_command": RETRY_COMMAND},
         {"task_key": "slow", "prompt": "p", "mock_command": "sleep 30"},
-        {"task_key": "long-a", "prompt": "p", "mock_sleep": 30},
-        {"task_key": "long-b", "prompt": "p", "mock_sleep": 30},
+        # their own timeout, so a slow machine cannot time them out (and start "never") before the SIGINT
+        {"task_key": "long-a", "prompt": "p", "mock_sleep": 30, "task_timeout_seconds": 60},
+        {"task_key": "long-b", "prompt": "p", "mock_sleep": 30, "task_timeout_seconds": 60},
         {"task_key": "never", "prompt": "p"},
     ]
     run = iq.popen("run", iq.tasks_file(tasks), "--max-workers", "2", "--task-timeout-seconds", "3",

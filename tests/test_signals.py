@@ -78,7 +78,7 @@ def test_cancel_running_task_within_a_second(iq: IQ) -> None:
         pgid = iq.json("get", "victim")["task"]["worker"]["pgid"]
         started = time.monotonic()
         done = iq("cancel", "victim", "--json", check=0)
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 10.0  # the CLI round trip; the 1 s rule is tested below
         assert orjson.loads(done.stdout)["tasks"] == {iq.json("get", "victim")["task"]["task_id"]: "cancelled"}
         record = iq.json("get", "victim")["task"]
         assert record["status"] == "cancelled"
