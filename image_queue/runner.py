@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from image_queue.admission import Plan, PlanItem, TasksFile, plan_admission, safe_name
-from image_queue.batch import iso, write_batch_result
+from image_queue.batch import write_batch_result
 from image_queue.config import Config, read_api_key
 from image_queue.errors import StateError
 from image_queue.models import MAX_QUEUE_CAP, MAX_WORKERS_CAP

@@ -24,7 +24,7 @@ INDEX_COLUMNS = (
     "created_at", "started_at", "finished_at", "elapsed_seconds", "attempts", "image_path",
     "error", "pid", "reused_from",
 )
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, run_id TEXT, seq INTEGER, task_key TEXT, task_name TEXT, status TEXT,
     provider TEXT, model TEXT, mode TEXT, created_at REAL, started_at REAL, finished_at REAL,

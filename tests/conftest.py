@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 import pytest
@@ -15,20 +15,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def procs_in_group(pgid: int) -> list[int]:
-    """Pids of live (non-zombie) processes whose process group is pgid."""
-    found = []
+def live_processes() -> Iterator[dict[str, Any]]:
+    """Every live (non-zombie) process we can read: pid, pgid, cmdline and environ (raw bytes)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = open(f"/proc/{entry}/stat", "rb").read()
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+            environ = open(f"/proc/{entry}/environ", "rb").read()
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2:].split()
-        if fields[0] != b"Z" and int(fields[2]) == pgid:
-            found.append(int(entry))
-    return found
+        if fields[0] != b"Z":
+            yield {"pid": int(entry), "pgid": int(fields[2]), "cmdline": cmdline, "environ": environ}
+
+
+def procs_in_group(pgid: int) -> list[int]:
+    """Pids of live processes whose process group is pgid."""
+    return [p["pid"] for p in live_processes() if p["pgid"] == pgid]
 
 
 class IQ:

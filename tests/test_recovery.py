@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import IQ, procs_in_group
+from tests.conftest import IQ, live_processes, procs_in_group
 
 
 def mock_calls(log: Path) -> Counter:
@@ -26,19 +26,8 @@ def all_records(iq: IQ) -> list[dict]:
 
 def worker_pids(iq: IQ) -> list[int]:
     """Live processes running our worker module with this test's state dir in their environment."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{entry}/cmdline", "rb").read()
-            env = open(f"/proc/{entry}/environ", "rb").read()
-            state = open(f"/proc/{entry}/stat", "rb").read()
-        except OSError:
-            continue
-        if b"image_queue.worker" in cmd and str(iq.state).encode() in env and b") Z " not in state:
-            pids.append(int(entry))
-    return pids
+    return [p["pid"] for p in live_processes()
+            if b"image_queue.worker" in p["cmdline"] and str(iq.state).encode() in p["environ"]]
 
 
 def assert_state_json_parses(iq: IQ) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
-import orjson
 
-from tests.conftest import IQ
+from tests.conftest import IQ, live_processes
 from tests.fake_gateway import FakeGateway
 
 KEY = "sk-proj-SeCrEt0123456789abcdefXYZ"
@@ -31,18 +29,7 @@ request_timeout_seconds = 10
 
 
 def _worker_cmdlines(state: Path) -> list[bytes]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            env = open(f"/proc/{entry}/environ", "rb").read()
-            cmd = open(f"/proc/{entry}/cmdline", "rb").read()
-        except OSError:
-            continue
-        if str(state).encode() in env:
-            found.append(cmd)
-    return found
+    return [p["cmdline"] for p in live_processes() if str(state).encode() in p["environ"]]
 
 
 def test_key_never_in_argv_disk_or_output_even_when_upstream_echoes_it(iq: IQ) -> None:
