@@ -8,14 +8,14 @@ they are never taken from a tasks file or a command line, and never written anyw
 from __future__ import annotations
 
 import os
-import stat
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from image_queue.errors import ConfigError, MissingKeyError
+from image_queue.errors import ConfigError
+from image_queue.keys import mask_secret, read_api_key  # noqa: F401  (re-exported)
 
 DEFAULT_CONFIG_FILE = "image_queue.toml"
 
@@ -136,36 +136,3 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     if default not in providers:
         raise ConfigError(f"{file}: [defaults] provider {default!r} is not configured")
     return Config(default_provider=default, providers=providers, source=str(file) if data else None)
-
-
-def read_api_key(config: ProviderConfig, environ: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
-    """The provider's key from its environment variable or key file; MissingKeyError if absent."""
-    if config.kind == "mock":
-        return None
-    if config.api_key_file:
-        path = Path(config.api_key_file).expanduser()
-        try:
-            st = path.stat()
-            if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise ConfigError(f"key file {path} for provider {config.name!r} must be private (chmod 600)")
-            key = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read key file {path} for provider {config.name!r}: {exc.strerror}") from None
-        if not key:
-            raise MissingKeyError(f"key file {path} for provider {config.name!r} is empty")
-        return key
-    if not config.api_key_env:
-        return None
-    key = environ.get(config.api_key_env, "").strip()
-    if not key:
-        raise MissingKeyError(
-            f"provider {config.name!r} needs an API key: set the environment variable {config.api_key_env}"
-        )
-    return key
-
-
-def mask_secret(value: str) -> str:
-    """'sk-abc…wxyz' style: enough to tell keys apart, never enough to use one."""
-    if len(value) <= 8:
-        return "…"
-    return f"{value[:3]}…{value[-4:]}"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from image_queue.sizes import parse_size
 from image_queue.status import Status
 
 __all__ = ["TaskSpec", "BatchOptions", "Status", "IMAGE_ALIASES", "parse_size", "MAX_WORKERS_CAP", "MAX_QUEUE_CAP"]
@@ -17,22 +17,6 @@ MAX_WORKERS_CAP = 4
 MAX_QUEUE_CAP = 100
 MAX_ATTEMPTS_CAP = 5
 IMAGE_ALIASES = ("images", "input_images", "input_image", "image", "reference_image")
-_SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*([x×X:])\s*(\d{1,5})\s*$")
-
-
-def parse_size(size: str) -> tuple[str, int, int] | None:
-    """'1536x1024' -> ('px', 1536, 1024); '16:9' -> ('ratio', 16, 9); 'auto' -> None. Raises ValueError."""
-    if size.strip().lower() == "auto":
-        return None
-    m = _SIZE_RE.match(size)
-    if not m:
-        raise ValueError(f"size {size!r} is not WxH (e.g. 1536x1024), W:H (e.g. 16:9) or auto")
-    w, sep, h = int(m.group(1)), m.group(2), int(m.group(3))
-    if w <= 0 or h <= 0:
-        raise ValueError(f"size {size!r} has a zero side")
-    return ("ratio" if sep == ":" else "px", w, h)
-
-
 class TaskSpec(BaseModel):
     """One image to make. Unknown fields are errors so typos never pass silently."""
 

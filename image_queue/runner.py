@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import time
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from image_queue.admission import Plan, PlanItem, TasksFile, plan_admission, safe_name
+from image_queue.admission import Plan, PlanItem, TasksFile, plan_admission, request_for, safe_name
 from image_queue.batch import write_batch_result
 from image_queue.config import Config, read_api_key
 from image_queue.errors import StateError
@@ -108,6 +109,15 @@ def _record(item: PlanItem, run_id: str, seq: int, now: float) -> dict[str, Any]
     return record
 
 
+def _request_fields(item: PlanItem, record: dict[str, Any], opts: RunOptions) -> dict[str, Any]:
+    """The provider request as plain data for the worker (which does not import pydantic)."""
+    assert item.spec is not None and item.provider is not None
+    request = request_for(item.spec, item.provider, task_id=record["task_id"],
+                          max_attempts=item.spec.max_attempts or opts.max_attempts or 3)
+    fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(request) if f.name != "task_dir"}
+    return {**fields, "task_key": record["task_key"], "images": list(request.images)}
+
+
 def _image_stems(plan_items: list[tuple[PlanItem, dict[str, Any]]], output_dir: Path) -> dict[str, str]:
     """A unique, filesystem-safe file stem per task to run; never overwrites an existing image."""
     existing = {p.stem for p in output_dir.iterdir()} if output_dir.is_dir() else set()
@@ -192,8 +202,8 @@ def _execute_run(
             atomic_write_json(task_dir / "task.json", record)
             record["job"] = {
                 "task_id": record["task_id"], "task_dir": str(task_dir.resolve()), "attempt": 1,
-                "spec": {**item.spec.model_dump(mode="json", exclude_none=True), "task_key": record["task_key"]},
-                "provider": item.provider.public(), "image_stem": stems[record["task_id"]],
+                "request": _request_fields(item, record, opts), "metadata": item.spec.metadata,
+                "provider": item.provider.model_dump(mode="json"), "image_stem": stems[record["task_id"]],
                 "output_dir": str(output_dir), "state_dir": str(store.root.resolve()),
                 "max_attempts": item.spec.max_attempts or opts.max_attempts or 3,
             }

@@ -276,7 +276,7 @@ class Supervisor:
             "argv": list(WORKER_ARGV), "cwd": os.getcwd(), "pid": proc.pid,
             "env_names": sorted(k for k in os.environ if k.startswith(("IMAGE_QUEUE_", "OPENAI_")) or k.endswith("_API_KEY")),
             "api_key_env": job["provider"].get("api_key_env"),
-            "assignment": {k: v for k, v in job.items() if k not in ("spec",)},
+            "assignment": {k: v for k, v in job.items() if k != "request"},  # the request is in task.json
             "timeout_seconds": timeout, "kill_grace_seconds": self.settings.kill_grace_seconds,
         })
         try:

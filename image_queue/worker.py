@@ -8,6 +8,9 @@ task's stdout.txt/stderr.txt, calls the provider once, writes the image and then
 `os._exit` so interpreter teardown costs the next task nothing.
 
 Exit status: 0 result written and ok, 1 result written and not ok, anything else: no result.
+
+The worker imports no pydantic: the supervisor validated the task and resolved its provider
+config already, and hands over the provider request's fields and the config as plain data.
 """
 
 from __future__ import annotations
@@ -17,15 +20,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 
-from image_queue.admission import request_for
-from image_queue.config import ProviderConfig, read_api_key
 from image_queue.errors import HUMAN_REASONS, ImageQueueError, ProviderError
-from image_queue.models import TaskSpec
-from image_queue.providers.base import get_provider, sniff_image_format
+from image_queue.keys import read_api_key
+from image_queue.providers.base import GenerationRequest, get_provider, sniff_image_format
 from image_queue.store import atomic_write_bytes, atomic_write_json
 
 
@@ -45,33 +47,32 @@ def _attach_output(task_dir: Path) -> None:
 def run_assignment(job: dict[str, Any], client: Any) -> int:
     started = time.time()
     task_dir = Path(job["task_dir"])
-    spec = TaskSpec.model_validate(job["spec"])
-    provider_config = ProviderConfig.model_validate(job["provider"])
+    fields = job["request"]
+    request = GenerationRequest(**{**fields, "images": tuple(fields["images"])}, task_dir=task_dir)
+    provider_config: Any = SimpleNamespace(**job["provider"])  # every field of a validated ProviderConfig
     binding = {"token": job["token"], "worker_pid": os.getpid(), "attempt": job["attempt"], "run_id": job["run_id"]}
     result: dict[str, Any] = {
         "ok": False,
         "status": "failed",
         "stage": "start",
         "task_id": job["task_id"],
-        "task_key": spec.key,
+        "task_key": request.task_key,
         "image_path": None,
         "bytes": None,
         "sha256": None,
         "provider": provider_config.name,
         "provider_kind": provider_config.kind,
-        "model": spec.model or provider_config.model,
-        "mode": "edit" if spec.images else "generation",
-        "input_images": list(spec.images),
-        "size": spec.size,
+        "model": request.model,
+        "mode": request.mode,
+        "input_images": list(request.images),
+        "size": request.size,
         "attempts": 0,
-        "metadata": spec.metadata,
+        "metadata": job.get("metadata") or {},
         "binding": binding,
     }
     api_key: str | None = None
     try:
         api_key = read_api_key(provider_config)
-        request = request_for(spec, provider_config, task_id=job["task_id"], task_dir=task_dir,
-                              max_attempts=job.get("max_attempts", 3))
         provider_cls = get_provider(provider_config.kind)
         provider = provider_cls(provider_config, api_key=api_key)
         if provider_cls.needs_network and job.get("state_dir"):
@@ -114,7 +115,7 @@ def run_assignment(job: dict[str, Any], client: Any) -> int:
     return 0 if result["ok"] else 1
 
 
-def _share_rate_limits(state_dir: str, config: ProviderConfig) -> None:
+def _share_rate_limits(state_dir: str, config: Any) -> None:
     """Make this worker's HTTP layer wait on, and report to, the state dir's shared limits."""
     from image_queue import http
     from image_queue.ratelimit import SharedRateLimiter

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from image_queue.errors import LocalInputError, ProviderError, UsageError
-from image_queue.models import parse_size
+from image_queue.sizes import parse_size
 
 MAX_PROMPT_CHARS = 32000
 MAX_OPENAI_IMAGES = 16

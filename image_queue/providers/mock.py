@@ -21,7 +21,7 @@ from typing import ClassVar
 import orjson
 
 from image_queue.errors import ProviderError
-from image_queue.models import parse_size
+from image_queue.sizes import parse_size
 from image_queue.providers.base import GenerationRequest, GenerationResult, Provider
 
 MAX_SIDE = 8192
