@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -60,8 +61,11 @@ def run_command(
             print_json(outcome.batch_result)
         else:
             render_summary(outcome.batch_result)
-        sys.stdout.flush()
-    raise typer.Exit(outcome.exit_code)
+    # Everything is durable by now (fsynced files, committed index rows). Skip interpreter teardown,
+    # ~75 ms of unloading typer, pydantic and httpx, so a pipeline gets the exit status at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(outcome.exit_code)
 
 
 RUN_EPILOG = epilog(
