@@ -35,5 +35,14 @@ def _dump() -> None:
 
 
 atexit.register(_dump)
+_exit = os._exit
+
+
+def _dump_then_exit(code: int) -> None:  # `run` leaves with os._exit, which skips atexit
+    _dump()
+    _exit(code)
+
+
+os._exit = _dump_then_exit
 sys.argv = ["image_queue", *sys.argv[1:]]
 runpy.run_module("image_queue", run_name="__main__", alter_sys=True)
